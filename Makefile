@@ -1,0 +1,32 @@
+# mfg-study: the three entry points. Each creates .venv/ on first use and installs the project with
+# every backend into it (torch is pinned to the local CPU wheel, see pyproject.toml).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mfg-installed
+CORES ?= 8
+
+.PHONY: study test bench test-cluster venv clean-results
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: any other spec pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean-results:
+	rm -rf results/*
+	touch results/.gitkeep

@@ -1,0 +1,40 @@
+"""mfg_core: verified 1D Mean Field Game solvers (HJB-FDM, FP-FDM, FP-particles) on several backends.
+
+    import mfg_core as mc
+    problem = mc.problems.load("congestion")
+    it = mc.FixedPointIterator(problem, mc.HJBFDMSolver(problem), mc.FPFDMSolver(problem), thetaUM=0.5)
+    result = it.solve(max_iterations=100, tolerance=1e-6)
+"""
+
+from . import backends, problems
+from .backends import BackendUnavailableError, get_backend
+from .coupling import DivergenceError, FixedPointIterator
+from .problem import MFGProblem
+from .result import FixedPointResult
+from .solvers import ConvergenceError, FPFDMSolver, HJBFDMSolver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MFGProblem", "problems", "backends", "get_backend", "BackendUnavailableError",
+    "HJBFDMSolver", "FPFDMSolver", "FixedPointIterator", "FixedPointResult",
+    "ConvergenceError", "DivergenceError", "__version__",
+]
+
+
+def __getattr__(name):
+    # Modules and classes that land with later features are imported lazily, so that the core works
+    # without them and importing mfg_core stays cheap.
+    if name == "kde":
+        from . import kde
+
+        return kde
+    if name == "FPParticleSolver":
+        from .particles import FPParticleSolver
+
+        return FPParticleSolver
+    if name == "anderson":
+        from . import anderson
+
+        return anderson
+    raise AttributeError(f"module 'mfg_core' has no attribute {name!r}")

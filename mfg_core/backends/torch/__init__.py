@@ -1,0 +1,10 @@
+"""torch backend: float64 tensors, a vectorised (cyclic-reduction) tridiagonal solve."""
+
+LIBRARY = "torch"
+EXTRA = "torch"
+
+
+def version() -> str:
+    import torch
+
+    return torch.__version__
