@@ -1,0 +1,1 @@
+"""Benchmarks, run by ``make bench`` (``python -m benchmarks``); each writes tables under results/bench/."""
