@@ -1,0 +1,214 @@
+r"""torch finite-difference kernels: the scheme of :mod:`mfg_core.backends.numpy.fdm` on float64 tensors.
+
+Same equations, same discretisation, same stopping rules as the numpy reference (read its docstring
+for the derivation):
+
+    HJB step (implicit Euler, Engquist-Osher upwinding), solved by Newton from ``u = u^{n+1}``:
+        R(u)_i = u_i - u^{n+1}_i + dt * ( -nu (u_{i+1} - 2u_i + u_{i-1})/dx^2
+                  + ( min(D^+u_i, 0)^2 + max(D^-u_i, 0)^2 ) / (2 lam) - S^{n+1}_i ) = 0,
+        J = I + dt A(u) tridiagonal (an M-matrix), stop when max|R| <= newton_tol * max(1, max|u|)
+        or when the Newton update is at round-off (16 eps * that scale).
+    FP step (discrete adjoint): (I + dt A(u^n))^T mu^{n+1} = mu^n, mu = trapezoidal weights * m.
+
+How it runs: residual, Jacobian bands and the FP bands of every time step are whole-tensor torch
+ops; the loops over time and over Newton steps are Python (each Newton test is one host sync).
+
+Tridiagonal solve: parallel cyclic reduction (PCR), no loop over ``x``. Level ``s = 1, 2, 4, ...``
+replaces every equation ``i`` by itself plus ``alpha_i`` times equation ``i - s`` plus ``gamma_i``
+times equation ``i + s``, with ``alpha_i = -a_i / b_{i-s}`` and ``gamma_i = -c_i / b_{i+s}`` chosen
+to eliminate the unknowns ``x_{i-s}`` and ``x_{i+s}``; the new equation couples ``x_{i-2s}``,
+``x_i``, ``x_{i+2s}``. After ``ceil(log2 N)`` levels every equation holds one unknown:
+``x_i = d_i / b_i``. The rows are padded with identity equations so that ``i +- s`` never leaves
+the array (an identity row stays one under the update). On strictly diagonally dominant matrices
+(ours are M-matrices) ``|alpha|, |gamma| < 1`` and the off-diagonals shrink at every level, so PCR
+is stable; it rounds differently from LAPACK ``gtsv`` (the reference), by a few ulps times the
+condition number of ``J`` (close to 1 here). ``ceil(log2 N)`` levels of about 15 tensor ops each
+replace ``N`` sequential steps: for ``N`` in the thousands the cost is the per-op dispatch of
+torch, not arithmetic. Periodic systems use the reference's Sherman-Morrison split (two
+right-hand sides through one PCR).
+
+``torch.compile`` is not used: measured on this 2-core CPU it costs tens of seconds per shape to
+compile and the solve is dispatch-bound, see ``benchmarks/bench_backends.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+_ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
+_F64 = torch.float64
+
+
+def _pcr(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve the plain tridiagonal system (``lower[0]`` and ``upper[-1]`` ignored) for the ``k``
+    right-hand sides ``rhs`` of shape ``(k, n)`` by parallel cyclic reduction; returns ``(k, n)``."""
+    k, n = rhs.shape
+    levels = max(1, math.ceil(math.log2(n)))
+    pad = 1 << (levels - 1)  # the largest stride
+    zero = 3 + k  # an all-zero row, gathered where an update contributes nothing
+    # rows: a (lower), b (diag), c (upper), the k right-hand sides, zero; identity rows in the pads
+    T = torch.zeros((4 + k, n + 2 * pad), dtype=_F64)
+    T[1, :pad] = 1.0
+    T[1, pad + n:] = 1.0
+    mid = slice(pad, pad + n)
+    T[0, pad + 1:pad + n] = lower[1:]
+    T[1, mid] = diag
+    T[2, pad:pad + n - 1] = upper[:-1]
+    T[3:3 + k, mid] = rhs
+    rhs_rows = list(range(3, 3 + k))
+    take_left = torch.tensor([0, 2, zero] + rhs_rows)  # a' += alpha a_{i-s}, b' += alpha c_{i-s}
+    take_right = torch.tensor([zero, 0, 2] + rhs_rows)  # b' += gamma a_{i+s}, c' += gamma c_{i+s}
+    take_self = torch.tensor([zero, 1, zero] + rhs_rows)  # x_{i-s}, x_{i+s} eliminated: a, c dropped
+    s = 1
+    for _ in range(levels):
+        centre = T[:, pad:pad + n]
+        left = T[:, pad - s:pad - s + n]
+        right = T[:, pad + s:pad + s + n]
+        alpha = -centre[0] / left[1]
+        gamma = -centre[2] / right[1]
+        new = torch.index_select(centre, 0, take_self)
+        new.addcmul_(alpha, torch.index_select(left, 0, take_left))
+        new.addcmul_(gamma, torch.index_select(right, 0, take_right))
+        T[:3 + k, pad:pad + n] = new
+        s *= 2
+    return T[3:3 + k, mid] / T[1, mid]
+
+
+def _solve(lower, diag, upper, rhs, periodic: bool) -> torch.Tensor:
+    """Solve ``J x = rhs`` (cyclic if ``periodic``), ``rhs`` of shape ``(n,)``."""
+    if not periodic:
+        return _pcr(lower, diag, upper, rhs[None, :])[0]
+    # Sherman-Morrison exactly as the reference: A = B + u v^T, u = (gamma, 0.., alpha),
+    # v = (1, 0.., beta/gamma), gamma = -diag[0].
+    n = diag.shape[0]
+    alpha = upper[-1]
+    beta = lower[0]
+    gamma = -diag[0]
+    d = diag.clone()
+    d[0] -= gamma
+    d[-1] -= alpha * beta / gamma
+    rhs2 = torch.zeros((2, n), dtype=_F64)
+    rhs2[0] = rhs
+    rhs2[1, 0] = gamma
+    rhs2[1, -1] = alpha
+    y, z = _pcr(lower, d, upper, rhs2)
+    factor = (y[0] + beta * y[-1] / gamma) / (1.0 + z[0] + beta * z[-1] / gamma)
+    return y - factor * z
+
+
+class _Grid:
+    """Neighbour indices and constants of one grid, so that a Newton step does no set-up work."""
+
+    def __init__(self, n: int, dt: float, dx: float, nu: float, lam: float, periodic: bool):
+        idx = torch.arange(n)
+        if periodic:
+            self.right = torch.roll(idx, -1)
+            self.left = torch.roll(idx, 1)
+        else:  # ghost node reflected about the wall
+            self.right = torch.cat([idx[1:], idx[-2:-1]])
+            self.left = torch.cat([idx[1:2], idx[:-1]])
+        self.dt, self.dx, self.nu, self.lam, self.periodic = dt, dx, nu, lam, periodic
+
+    def upwind(self, u: torch.Tensor):
+        right = u.index_select(-1, self.right)
+        left = u.index_select(-1, self.left)
+        dxl = self.dx * self.lam
+        a_plus = torch.clamp(right - u, max=0.0) / dxl
+        a_minus = torch.clamp(u - left, min=0.0) / dxl
+        ham = 0.5 * self.lam * (a_plus * a_plus + a_minus * a_minus)
+        lap = (right - 2.0 * u + left) / (self.dx * self.dx)
+        return a_plus, a_minus, ham, lap
+
+    def bands(self, a_plus, a_minus):
+        dt, dx, nu = self.dt, self.dx, self.nu
+        lower = dt * (-nu / (dx * dx) - a_minus / dx)
+        upper = dt * (-nu / (dx * dx) + a_plus / dx)
+        if not self.periodic:
+            # the ghost node folds the outer band into the inner one (as in the reference)
+            upper[..., 0] += lower[..., 0]
+            lower[..., 0] = 0.0
+            lower[..., -1] += upper[..., -1]
+            upper[..., -1] = 0.0
+        diag = 1.0 - lower - upper
+        return lower, diag, upper
+
+    def residual(self, u, unext, src):
+        a_plus, a_minus, ham, lap = self.upwind(u)
+        res = u - unext + self.dt * (-self.nu * lap + ham - src)
+        return res, a_plus, a_minus
+
+
+def _hjb_step(grid: _Grid, unext, src, newton_tol: float, newton_maxiter: int):
+    u = unext.clone()
+    for it in range(1, newton_maxiter + 1):
+        res, a_plus, a_minus = grid.residual(u, unext, src)
+        rmax, umax = torch.stack([res.abs().max(), u.abs().max()]).tolist()
+        scale = max(1.0, umax)
+        if rmax <= newton_tol * scale:
+            return u, it - 1
+        lower, diag, upper = grid.bands(a_plus, a_minus)
+        delta = _solve(lower, diag, upper, -res, grid.periodic)
+        u = u + delta
+        if float(delta.abs().max()) <= _ROUNDOFF * scale:
+            return u, it  # converged to round-off: the residual cannot fall further
+    res, _, _ = grid.residual(u, unext, src)
+    rmax, umax = torch.stack([res.abs().max(), u.abs().max()]).tolist()
+    return u, (newton_maxiter if rmax <= newton_tol * max(1.0, umax) else -newton_maxiter)
+
+
+def _check_scalars(dt, dx, nu, lam):
+    for name, value in (("dt", dt), ("dx", dx), ("nu", nu), ("lam", lam)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+
+
+def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
+    """Backward HJB sweep on torch tensors; same contract as
+    :func:`mfg_core.backends.numpy.fdm.hjb_sweep` (numpy float64 in and out)."""
+    source = np.asarray(source, dtype=np.float64)
+    terminal = np.asarray(terminal, dtype=np.float64)
+    if source.ndim != 2 or source.shape[0] < 2 or source.shape[1] < 3:
+        raise ValueError(f"source must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {source.shape}")
+    if terminal.shape != source.shape[1:]:
+        raise ValueError(f"terminal must have shape {source.shape[1:]}, got {terminal.shape}")
+    _check_scalars(dt, dx, nu, lam)
+    newton_maxiter = int(newton_maxiter)
+    if newton_maxiter < 1:
+        raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
+    nt1, n = source.shape
+    grid = _Grid(n, float(dt), float(dx), float(nu), float(lam), bool(periodic))
+    with torch.inference_mode():
+        src = torch.from_numpy(source)
+        U = torch.empty((nt1, n), dtype=_F64)
+        U[-1] = torch.from_numpy(terminal)
+        its = np.zeros(nt1 - 1, dtype=np.int64)
+        for k in range(nt1 - 2, -1, -1):
+            U[k], its[k] = _hjb_step(grid, U[k + 1], src[k + 1], float(newton_tol), newton_maxiter)
+        return U.numpy().copy(), its
+
+
+def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
+    """Forward FP sweep (adjoint scheme, mass variables) on torch tensors; same contract as
+    :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
+    U = np.asarray(U, dtype=np.float64)
+    mu0 = np.asarray(mu0, dtype=np.float64)
+    if U.ndim != 2 or U.shape[0] < 2 or U.shape[1] < 3:
+        raise ValueError(f"U must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {U.shape}")
+    if mu0.shape != U.shape[1:]:
+        raise ValueError(f"mu0 must have shape {U.shape[1:]}, got {mu0.shape}")
+    _check_scalars(dt, dx, nu, lam)
+    nt1, n = U.shape
+    grid = _Grid(n, float(dt), float(dx), float(nu), float(lam), bool(periodic))
+    with torch.inference_mode():
+        a_plus, a_minus, _, _ = grid.upwind(torch.from_numpy(U[:-1]))
+        lower, diag, upper = grid.bands(a_plus, a_minus)
+        # bands of J^T (the periodic corners move with the roll)
+        lower_t, upper_t = torch.roll(upper, 1, dims=-1), torch.roll(lower, -1, dims=-1)
+        mu = torch.empty((nt1, n), dtype=_F64)
+        mu[0] = torch.from_numpy(mu0)
+        for k in range(nt1 - 1):
+            mu[k + 1] = _solve(lower_t[k], diag[k], upper_t[k], mu[k], grid.periodic)
+        return mu.numpy().copy()
