@@ -1,0 +1,308 @@
+r"""Type-II Anderson acceleration (Walker & Ni 2011) of the MFG Picard map, with safeguards.
+
+The method
+----------
+Let ``G`` be the Picard map (one HJB solve and one FP solve, see :mod:`mfg_core.coupling`) acting
+on the state ``x`` (``(U, M)`` flattened, or ``U`` or ``M`` alone: ``accelerate``), and
+``f_j = G(x_j) - x_j`` its fixed-point residual. With the last ``m_k = min(depth, k)`` differences
+
+    dX = [x_{k-m_k+1} - x_{k-m_k}, ..., x_k - x_{k-1}],   dF = [f_{k-m_k+1} - f_{k-m_k}, ..., f_k - f_{k-1}],
+
+type-II Anderson solves the small least-squares problem (Tikhonov-regularised)
+
+    gamma = argmin_g  || f_k - dF g ||_W^2 + reg * sum_i ||dF_i||_W^2 g_i^2            (1)
+
+and steps to
+
+    x_{k+1} = x_k + beta f_k - (dX + beta dF) gamma  =  sum_j alpha_j (x_j + beta f_j),      (2)
+
+where ``alpha`` (``sum_j alpha_j = 1``) are the coefficients of the equivalent constrained problem
+``min || sum_j alpha_j f_j ||_W``; ``beta`` in (0, 1] damps the accelerated step (``beta = 1``:
+undamped Anderson). Because ``sum alpha_j = 1``, (2) is an *affine* combination of the points
+``(1 - beta) x_j + beta G(x_j)``: it preserves the mass of a density exactly, but not its sign.
+
+Norm. ``||v||_W^2 = sum_i W_i v_i^2``: the caller passes ``W`` (the space-time L2 weights
+``dt * quadrature weights``, divided by the squared norm of each block so that U and M count
+relatively, like the iterator's relative-change criterion).
+
+Solving (1). The columns of ``sqrt(W) dF`` are scaled to unit length (the solution of (1) does not
+depend on that scaling, only its conditioning does), and the augmented system
+``[A; sqrt(reg) I] g = [b; 0]`` is solved by a Householder QR (``numpy.linalg.qr``) and a triangular
+solve -- never by the normal equations, which square the condition number. The condition number of
+the column-scaled ``A`` (its singular values) measures linear dependence of the history; above
+``restart_condition`` the history is dropped (restart) and the caller falls back to a damped Picard
+step. A non-finite least-squares solution (NaN in the history or a breakdown) is treated the same
+way and never reaches the iterate.
+
+Safeguards (applied by :class:`mfg_core.FixedPointIterator`, each switchable)
+----------------------------------------------------------------------------
+``residual_check``
+    An Anderson point ``x_{k+1}`` is accepted only if its residual satisfies
+    ``||f_{k+1}||_W <= residual_growth * ||f_acc||_W`` (``f_acc``: residual of the last accepted
+    point). Otherwise it is rejected: the iterate returns to the last accepted point and takes the
+    damped Picard step ``x_acc + thetaUM f_acc``. The evaluated pair ``(x_{k+1}, G(x_{k+1}))`` is
+    still a valid secant of ``G`` and stays in the history unless ``restart_on_reject``.
+``positivity``
+    After every accelerated step, ``M <- max(M, 0)`` and each time slice is rescaled to discrete
+    mass 1 (``sum(weights * M[n]) = 1``): the extrapolation (2) can produce negative densities.
+``common_random_numbers``
+    A particle FP solver (one exposing ``common_random_numbers``) is switched to reuse the same
+    random numbers at every call for the duration of the solve, which makes ``G`` deterministic; a
+    noisy ``G`` makes the differences ``dF`` pure noise and (1) meaningless.
+
+Reference: H. F. Walker and P. Ni, "Anderson acceleration for fixed-point iterations",
+SIAM J. Numer. Anal. 49(4), 2011, 1715-1735.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+ACCELERATE = ("both", "U", "M")
+
+# Per-iteration status codes (recorded in FixedPointResult.history["anderson_status"]). Integer codes
+# rather than strings so that the history stays a numeric array (zarr-friendly).
+STATUS_ANDERSON = 0  #: the next iterate is an accepted-history Anderson extrapolation (2)
+STATUS_NO_HISTORY = 1  #: not enough history yet (first iteration or after a restart): damped step
+STATUS_RESTART = 2  #: least-squares matrix ill-conditioned: history dropped, damped step
+STATUS_NONFINITE = 3  #: least-squares data or solution NaN/inf: history dropped, damped step
+STATUS_REJECTED = 4  #: the point just evaluated raised the residual: rejected, damped step from the last accepted point
+STATUS_NAMES = {
+    STATUS_ANDERSON: "anderson",
+    STATUS_NO_HISTORY: "no_history",
+    STATUS_RESTART: "restart_ill_conditioned",
+    STATUS_NONFINITE: "fallback_nonfinite",
+    STATUS_REJECTED: "rejected_residual_growth",
+}
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if math.isnan(v):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return v
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class AndersonOptions:
+    """Validated Anderson settings (the ``**anderson_options`` of ``FixedPointIterator``).
+
+    depth : number of residual differences kept (``m`` >= 1).
+    regularization : Tikhonov weight ``reg >= 0`` of (1), relative to the column norms.
+    restart_condition : drop the history when the condition number of the (column-scaled)
+        least-squares matrix exceeds this (> 1).
+    beta : damping of the accelerated step (2), in (0, 1].
+    accelerate : ``"both"`` (state ``(U, M)``), ``"M"`` (state ``M``, map ``M -> FP(HJB(M))``) or
+        ``"U"`` (state ``U``, map ``U -> HJB(FP(U))``). The other field follows the map.
+    residual_check, residual_growth, restart_on_reject : the residual-decrease safeguard.
+    positivity : project M onto ``M >= 0`` and renormalise the mass of each time slice.
+    common_random_numbers : switch a particle FP solver to common random numbers during the solve.
+    """
+
+    depth: int = 5
+    regularization: float = 1e-12
+    restart_condition: float = 1e10
+    beta: float = 1.0
+    accelerate: str = "both"
+    residual_check: bool = True
+    residual_growth: float = 1.0
+    restart_on_reject: bool = False
+    positivity: bool = True
+    common_random_numbers: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OPTION_NAMES = tuple(AndersonOptions.__dataclass_fields__)
+
+
+def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
+    """Validate Anderson settings; bad values raise ``ValueError`` naming the argument."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise ValueError(f"unknown Anderson option(s) {unknown}; known: {list(OPTION_NAMES)}")
+    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"anderson_depth (depth) must be an integer >= 1, got {depth!r}")
+    d = AndersonOptions()
+    reg = _number("regularization", options.get("regularization", d.regularization))
+    if not (0.0 <= reg < math.inf):
+        raise ValueError(f"regularization must be finite and >= 0, got {reg!r}")
+    cond = _number("restart_condition", options.get("restart_condition", d.restart_condition))
+    if not cond > 1.0:
+        raise ValueError(f"restart_condition must be > 1, got {cond!r}")
+    beta = _number("beta", options.get("beta", d.beta))
+    if not (0.0 < beta <= 1.0):
+        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
+    accelerate = options.get("accelerate", d.accelerate)
+    if accelerate not in ACCELERATE:
+        raise ValueError(f"accelerate must be one of {ACCELERATE}, got {accelerate!r}")
+    growth = _number("residual_growth", options.get("residual_growth", d.residual_growth))
+    if not (1.0 <= growth < math.inf):
+        raise ValueError(f"residual_growth must be finite and >= 1, got {growth!r}")
+    return AndersonOptions(
+        depth=int(depth), regularization=reg, restart_condition=cond, beta=beta, accelerate=accelerate,
+        residual_check=_flag("residual_check", options.get("residual_check", d.residual_check)),
+        residual_growth=growth,
+        restart_on_reject=_flag("restart_on_reject", options.get("restart_on_reject", d.restart_on_reject)),
+        positivity=_flag("positivity", options.get("positivity", d.positivity)),
+        common_random_numbers=_flag("common_random_numbers",
+                                    options.get("common_random_numbers", d.common_random_numbers)),
+    )
+
+
+@dataclass
+class StepInfo:
+    """Outcome of :meth:`AndersonMixer.update`: ``x_next`` is ``None`` when the caller must fall back."""
+
+    x_next: np.ndarray | None
+    status: int
+    condition: float = math.nan
+    columns: int = 0
+    alpha: np.ndarray | None = None
+
+
+def solve_least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> np.ndarray:
+    """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR of ``[A; sqrt(reg) I]``.
+
+    Kept as a module-level function so that tests can inject a failing solve.
+    """
+    n = A.shape[1]
+    if regularization > 0:
+        A = np.vstack([A, math.sqrt(regularization) * np.eye(n)])
+        b = np.concatenate([b, np.zeros(n)])
+    Q, R = np.linalg.qr(A, mode="reduced")
+    # R is upper triangular: back substitution (scipy's solve_triangular, no normal equations)
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(R, Q.T @ b, lower=False, check_finite=False)
+
+
+class AndersonMixer:
+    """Type-II Anderson mixing on flat vectors (see the module docstring, equations (1)-(2)).
+
+    ``update(x, g)`` records the pair ``(x, G(x))`` and returns the next iterate, or ``x_next=None``
+    with a status when there is not enough (or no usable) history: the caller then takes its own
+    damped step. ``weights`` (the ``W`` of the norm) default to ones.
+    """
+
+    def __init__(self, depth: int = 5, regularization: float = 1e-12, restart_condition: float = 1e10,
+                 beta: float = 1.0, weights: np.ndarray | None = None):
+        opts = make_options(depth, regularization=regularization, restart_condition=restart_condition,
+                            beta=beta)
+        self.depth = opts.depth
+        self.regularization = opts.regularization
+        self.restart_condition = opts.restart_condition
+        self.beta = opts.beta
+        self.sqrt_w = None if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
+        if self.sqrt_w is not None and not np.all(np.isfinite(self.sqrt_w)):
+            raise ValueError("weights must be finite and >= 0")
+        self._x: list[np.ndarray] = []
+        self._f: list[np.ndarray] = []
+
+    def reset(self, keep_last: bool = True) -> None:
+        """Drop the history (keeping the newest pair, a valid starting point, if ``keep_last``)."""
+        n = 1 if keep_last else 0
+        self._x = self._x[len(self._x) - n:] if n else []
+        self._f = self._f[len(self._f) - n:] if n else []
+
+    @property
+    def history_length(self) -> int:
+        return len(self._x)
+
+    def norm(self, v: np.ndarray) -> float:
+        """The weighted norm ``||v||_W``."""
+        v = v if self.sqrt_w is None else self.sqrt_w * v
+        return float(np.linalg.norm(v))
+
+    def push(self, x: np.ndarray, g: np.ndarray) -> None:
+        """Record the pair ``(x, G(x))`` (oldest pairs beyond ``depth + 1`` are dropped)."""
+        x = np.asarray(x, dtype=np.float64).ravel()
+        f = np.asarray(g, dtype=np.float64).ravel() - x
+        if self.sqrt_w is not None and self.sqrt_w.shape != x.shape:
+            raise ValueError(f"weights have shape {self.sqrt_w.shape}, the state has {x.shape}")
+        self._x.append(x.copy())
+        self._f.append(f)
+        # depth m differences need m + 1 pairs
+        if len(self._x) > self.depth + 1:
+            del self._x[0], self._f[0]
+
+    def update(self, x: np.ndarray, g: np.ndarray) -> StepInfo:
+        """Record ``(x, G(x))`` and return the Anderson step (2) from ``x`` (see :class:`StepInfo`)."""
+        self.push(x, g)
+        return self.step()
+
+    def step(self) -> StepInfo:
+        """The Anderson step (2) from the newest recorded pair."""
+        x, f = self._x[-1], self._f[-1]
+        if len(self._x) < 2:
+            return StepInfo(None, STATUS_NO_HISTORY)
+        X = np.stack(self._x, axis=1)
+        Fm = np.stack(self._f, axis=1)
+        dX = np.diff(X, axis=1)
+        dF = np.diff(Fm, axis=1)
+        A = dF if self.sqrt_w is None else self.sqrt_w[:, None] * dF
+        b = f if self.sqrt_w is None else self.sqrt_w * f
+        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+            # keep the newest pair only if it is itself usable as a restart point
+            self.reset(keep_last=bool(np.all(np.isfinite(x)) and np.all(np.isfinite(f))))
+            return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
+        scale = np.linalg.norm(A, axis=0)
+        if np.any(scale == 0.0):
+            # a repeated residual: the difference is zero, the problem singular
+            self.reset()
+            return StepInfo(None, STATUS_RESTART, condition=math.inf, columns=dX.shape[1])
+        As = A / scale
+        try:
+            sv = np.linalg.svd(As, compute_uv=False)
+        except np.linalg.LinAlgError:
+            self.reset()
+            return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
+        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
+        if not cond <= self.restart_condition:  # also catches NaN
+            self.reset()
+            return StepInfo(None, STATUS_RESTART, condition=cond, columns=dX.shape[1])
+        try:
+            gamma = solve_least_squares(As, b, self.regularization) / scale
+        except (np.linalg.LinAlgError, ValueError):
+            gamma = np.full(dX.shape[1], np.nan)
+        x_next = x + self.beta * f - (dX + self.beta * dF) @ gamma if np.all(np.isfinite(gamma)) else None
+        if x_next is None or not np.all(np.isfinite(x_next)):
+            self.reset()
+            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=dX.shape[1])
+        # alpha: the affine weights of (2) over the stored pairs, oldest first
+        alpha = np.zeros(len(self._x))
+        alpha[-1] = 1.0
+        alpha[1:] -= gamma
+        alpha[:-1] += gamma
+        return StepInfo(x_next, STATUS_ANDERSON, condition=cond, columns=dX.shape[1], alpha=alpha)
+
+
+def project_density(M: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``max(M, 0)`` with each time slice rescaled to discrete mass ``sum(weights * M[n]) = 1``.
+
+    A slice with no positive mass left (not produced by a convex mix of densities, but possible
+    after a wild extrapolation) is replaced by the uniform density.
+    """
+    M = np.maximum(M, 0.0)
+    mass = M @ weights
+    bad = ~(mass > 0) | ~np.isfinite(mass)
+    if np.any(bad):
+        M[bad] = 1.0 / float(np.sum(weights))
+        mass = M @ weights
+    return M / mass[:, None]
