@@ -1,0 +1,352 @@
+"""Tables that compare the runs of a study: per-run summary, mass conservation, coupling, backends.
+
+Works on the datasets written by the workflow (``result.to_xarray()`` plus provenance, read with
+:func:`mfg_core.io.open_store`); it never solves anything. Every function returns a
+``pandas.DataFrame`` with one row per run or per comparison, ready for CSV and the HTML report.
+
+Definitions used throughout (so that the numbers in the report mean one thing):
+
+* mass deviation of a run: ``max_t |mass(t) - 1|`` of the final density, in percent (the discrete
+  mass ``sum(weights * m)`` recorded by the solver; the initial density has mass 1);
+* mass error over iterations: the history ``mass_error`` (the same quantity for each iterate);
+* residual of an iteration: ``max(res_U, res_M)``, the relative change of U and M;
+* agreement of two backends: ``max|X_b - X_ref| / max|X_ref|`` for X = U, M (relative to the largest
+  reference value, so that near-zero densities do not blow the ratio up);
+* speed-up: reference seconds per iteration / seconds per iteration (compile time excluded and
+  reported separately; per iteration so that runs stopping at different iterations compare fairly).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RUN_KEYS = ("problem", "fp", "coupling", "backend")
+ANDERSON = ("anderson", "anderson_plain")
+
+Run = tuple[Mapping[str, str], Any]  # (run key, xarray.Dataset)
+
+
+def _key(run: Mapping[str, str]) -> dict[str, str]:
+    missing = [k for k in RUN_KEYS if k not in run]
+    if missing:
+        raise ValueError(f"run key {dict(run)} lacks {missing}")
+    return {k: str(run[k]) for k in RUN_KEYS}
+
+
+def _attr_float(ds, name: str) -> float:
+    v = ds.attrs.get(name)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _history(ds, name: str) -> np.ndarray:
+    return np.asarray(ds[name].values, dtype=float) if name in ds else np.zeros(0)
+
+
+def residual_history(ds) -> np.ndarray:
+    """``max(res_U, res_M)`` per iteration (empty for a run that diverged to NaN)."""
+    ru, rm = _history(ds, "res_U"), _history(ds, "res_M")
+    if ru.size == 0 or rm.size == 0:
+        return np.zeros(0)
+    return np.maximum(ru, rm)
+
+
+def mass_deviation_pct(ds) -> float:
+    """``max_t |mass(t) - 1|`` in percent (NaN if the run diverged)."""
+    if "mass" not in ds:
+        raise ValueError("store has no 'mass' variable (written by FixedPointResult.to_xarray)")
+    mass = np.asarray(ds["mass"].values, dtype=float)
+    if mass.size == 0 or not np.all(np.isfinite(mass)):
+        return math.nan
+    return float(np.max(np.abs(mass - 1.0)) * 100.0)
+
+
+def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
+    """One row describing a run: outcome, cost and the headline numbers."""
+    row: dict[str, Any] = _key(run)
+    iterations = int(ds.attrs.get("iterations", _history(ds, "res_U").size))
+    wall = _attr_float(ds, "wall_time")
+    res = residual_history(ds)
+    mass_err = _history(ds, "mass_error")
+    min_m = float(np.nanmin(ds["m"].values)) if np.any(np.isfinite(ds["m"].values)) else math.nan
+    row.update({
+        "status": ds.attrs.get("status", "converged" if ds.attrs.get("converged") else "not_converged"),
+        "converged": bool(ds.attrs.get("converged", 0)),
+        "iterations": iterations,
+        "final_residual": float(res[-1]) if res.size else math.nan,
+        "min_residual": float(res.min()) if res.size else math.nan,
+        "wall_time_s": wall,
+        "compile_time_s": _attr_float(ds, "compile_time"),
+        "seconds_per_iteration": wall / iterations if iterations > 0 and math.isfinite(wall) else math.nan,
+        "mass_deviation_pct": mass_deviation_pct(ds),
+        "max_mass_error_over_iterations_pct": float(mass_err.max() * 100) if mass_err.size else math.nan,
+        "min_m": min_m,
+        "backend_version": ds.attrs.get("backend_version", ""),
+        "threads": ds.attrs.get("threads", ""),
+        "reason": ds.attrs.get("reason", ""),
+    })
+    return row
+
+
+def runs_table(runs: Iterable[Run]) -> pd.DataFrame:
+    """:func:`run_summary` of every run."""
+    rows = [run_summary(k, ds) for k, ds in runs]
+    if not rows:
+        raise ValueError("no runs to summarise")
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# mass conservation
+def mass_over_time(runs: Iterable[Run]) -> pd.DataFrame:
+    """Long table: mass(t) and its deviation from 1 for every run and time node."""
+    frames = []
+    for k, ds in runs:
+        mass = np.asarray(ds["mass"].values, dtype=float)
+        frames.append(pd.DataFrame({**_key(k), "t": ds["t"].values, "mass": mass,
+                                    "deviation": mass - 1.0}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def mass_over_iterations(runs: Iterable[Run]) -> pd.DataFrame:
+    """Long table: the iterate's mass error (max over t of |mass - 1|) at every iteration."""
+    frames = []
+    for k, ds in runs:
+        err = _history(ds, "mass_error")
+        frames.append(pd.DataFrame({**_key(k), "iteration": np.arange(1, err.size + 1),
+                                    "mass_error": err}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def mass_table(runs: Iterable[Run]) -> pd.DataFrame:
+    """Per run: mass deviation of the solution (over t) and of the iterates (over iterations)."""
+    rows = []
+    for k, ds in runs:
+        mass = np.asarray(ds["mass"].values, dtype=float)
+        err = _history(ds, "mass_error")
+        finite = mass.size > 0 and bool(np.all(np.isfinite(mass)))
+        rows.append({
+            **_key(k), "status": ds.attrs.get("status", ""),
+            "mass_t0": float(mass[0]) if finite else math.nan,
+            "mass_T": float(mass[-1]) if finite else math.nan,
+            "max_deviation_over_time_pct": mass_deviation_pct(ds),
+            "max_mass_error_over_iterations_pct": float(err.max() * 100) if err.size else math.nan,
+            "final_iteration_mass_error_pct": float(err[-1] * 100) if err.size else math.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# coupling methods
+def coupling_table(runs_df: pd.DataFrame, reference: str = "damping") -> pd.DataFrame:
+    """Each coupling method beside ``reference`` for the same (problem, fp, backend).
+
+    ``iteration_ratio`` = reference iterations / iterations and ``time_ratio`` = reference wall time
+    / wall time: above 1 means the method needed fewer iterations / less time. Ratios are only
+    meaningful when both runs converged, which the table says next to them.
+    """
+    _require(runs_df, ("status", "iterations", "wall_time_s", "mass_deviation_pct", "final_residual"))
+    rows = []
+    group_keys = ["problem", "fp", "backend"]
+    for keys, group in runs_df.groupby(group_keys, sort=True):
+        ref = group[group["coupling"] == reference]
+        r = ref.iloc[0] if len(ref) else None
+        for _, row in group.iterrows():
+            out = dict(zip(group_keys, keys))
+            out.update({
+                "coupling": row["coupling"], "status": row["status"], "iterations": row["iterations"],
+                "final_residual": row["final_residual"], "wall_time_s": row["wall_time_s"],
+                "mass_deviation_pct": row["mass_deviation_pct"],
+                "reference": reference if r is not None else "",
+                "reference_status": r["status"] if r is not None else "",
+                "reference_iterations": r["iterations"] if r is not None else math.nan,
+                "iteration_ratio": _ratio(r["iterations"], row["iterations"]) if r is not None else math.nan,
+                "time_ratio": _ratio(r["wall_time_s"], row["wall_time_s"]) if r is not None else math.nan,
+                "both_converged": bool(r is not None and r["status"] == "converged"
+                                       and row["status"] == "converged"),
+            })
+            rows.append(out)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# backends
+def max_relative_difference(a: np.ndarray, ref: np.ndarray) -> float:
+    """``max|a - ref| / max|ref|`` (NaN if either is not finite or the shapes differ)."""
+    a, ref = np.asarray(a, dtype=float), np.asarray(ref, dtype=float)
+    if a.shape != ref.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(ref))):
+        return math.nan
+    scale = float(np.max(np.abs(ref)))
+    diff = float(np.max(np.abs(a - ref)))
+    return diff / scale if scale > 0 else (0.0 if diff == 0 else math.inf)
+
+
+def backend_table(runs: Iterable[Run], reference: str = "numpy") -> pd.DataFrame:
+    """Each backend beside ``reference`` for the same (problem, fp, coupling): time and agreement."""
+    runs = list(runs)
+    by_key = {tuple(_key(k)[c] for c in RUN_KEYS): (k, ds) for k, ds in runs}
+    rows = []
+    for key, (k, ds) in sorted(by_key.items()):
+        problem, fp, coupling, backend = key
+        summ = run_summary(k, ds)
+        ref = by_key.get((problem, fp, coupling, reference))
+        row = {"problem": problem, "fp": fp, "coupling": coupling, "backend": backend,
+               "backend_version": summ["backend_version"], "status": summ["status"],
+               "iterations": summ["iterations"], "wall_time_s": summ["wall_time_s"],
+               "compile_time_s": summ["compile_time_s"],
+               "seconds_per_iteration": summ["seconds_per_iteration"], "reference": reference}
+        if ref is None:
+            row.update({"speedup_per_iteration": math.nan, "speedup_wall": math.nan,
+                        "max_rel_diff_U": math.nan, "max_rel_diff_M": math.nan, "reference": ""})
+        else:
+            rsum = run_summary(*ref)
+            row.update({
+                "speedup_per_iteration": _ratio(rsum["seconds_per_iteration"], summ["seconds_per_iteration"]),
+                "speedup_wall": _ratio(rsum["wall_time_s"], summ["wall_time_s"]),
+                "max_rel_diff_U": max_relative_difference(ds["u"].values, ref[1]["u"].values),
+                "max_rel_diff_M": max_relative_difference(ds["m"].values, ref[1]["m"].values),
+            })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# the seed report beside this study
+SEED_FINDINGS = (
+    ("backend_speedup", "Backend speed-up over numpy",
+     "Zero: the backend object was stored but not used; all computation ran in NumPy/scipy."),
+    ("mass_damping_particles", "Mass deviation under damping (particle FP)",
+     "2.82% max deviation (\"within statistical bounds\")."),
+    ("anderson_particles", "Anderson acceleration on particles",
+     "378% mass deviation, errors compound: \"DO NOT USE\"."),
+    ("anderson_deterministic", "Anderson acceleration on deterministic solvers (FDM)",
+     "Expected 2-5x speed-up (stated as expected, not measured)."),
+)
+
+NOT_RUN = "not run in this study"
+
+
+def seed_comparison(runs_df: pd.DataFrame, coupling_df: pd.DataFrame | None,
+                    backends_df: pd.DataFrame | None, reference_backend: str = "numpy") -> pd.DataFrame:
+    """One row per seed-report finding: what the seed said, what this study measured, from which runs.
+
+    Measured values are reported whatever they show; a finding whose runs are not part of the study
+    says "not run in this study".
+    """
+    measured = {
+        "backend_speedup": _measured_speedup(backends_df, reference_backend),
+        "mass_damping_particles": _measured_mass(runs_df),
+        "anderson_particles": _measured_anderson(runs_df, coupling_df, "particle"),
+        "anderson_deterministic": _measured_anderson(runs_df, coupling_df, "fdm"),
+    }
+    rows = []
+    for key, finding, seed in SEED_FINDINGS:
+        text, basis = measured[key]
+        rows.append({"finding": finding, "seed report": seed, "this study": text, "runs": basis})
+    return pd.DataFrame(rows)
+
+
+def _measured_speedup(df, reference):
+    if df is None or df.empty:
+        return NOT_RUN, ""
+    others = df[(df["backend"] != reference) & (df["reference"] != "")]
+    if others.empty:
+        return NOT_RUN + f" (no backend besides {reference})", ""
+    parts = []
+    for backend, g in others.groupby("backend", sort=True):
+        s = g["speedup_per_iteration"].dropna()
+        c = g["compile_time_s"].dropna()
+        if s.empty:
+            parts.append(f"{backend}: no comparable run")
+            continue
+        parts.append(f"{backend}: {s.median():.2f}x per iteration (median; range {s.min():.2f}-{s.max():.2f}"
+                     f"x), compile {c.median():.2f} s median" if len(c) else
+                     f"{backend}: {s.median():.2f}x per iteration (median)")
+    return "; ".join(parts), f"{len(others)} runs vs {reference}"
+
+
+def _measured_mass(runs_df):
+    sel = runs_df[(runs_df["fp"] == "particle") & (runs_df["coupling"] == "damping")]
+    if sel.empty:
+        return NOT_RUN, ""
+    dev = sel["mass_deviation_pct"]
+    text = _pct_summary(dev)
+    fdm = runs_df[(runs_df["fp"] == "fdm") & (runs_df["coupling"] == "damping")]["mass_deviation_pct"].dropna()
+    if len(fdm):
+        text += f" (FDM with damping, for comparison: max {fdm.max():.2g}%)"
+    return text, f"{len(sel)} particle runs with damping"
+
+
+def _measured_anderson(runs_df, coupling_df, fp):
+    sel = runs_df[(runs_df["fp"] == fp) & runs_df["coupling"].isin(ANDERSON)]
+    if sel.empty:
+        return NOT_RUN, ""
+    parts = []
+    for coupling, g in sel.groupby("coupling", sort=True):
+        status = ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().sort_index().items())
+        text = f"{coupling}: {status}; mass deviation {_pct_summary(g['mass_deviation_pct'])}"
+        if coupling_df is not None and not coupling_df.empty:
+            c = coupling_df[(coupling_df["fp"] == fp) & (coupling_df["coupling"] == coupling)]
+            both = c[c["both_converged"]]
+            if len(both):
+                it, tm = both["iteration_ratio"], both["time_ratio"]
+                text += (f"; vs damping {it.median():.2f}x fewer iterations (median; range "
+                         f"{it.min():.2f}-{it.max():.2f}x), {tm.median():.2f}x less wall time")
+            elif len(c):
+                text += "; no pair with damping where both converged"
+        parts.append(text)
+    return "; ".join(parts), f"{len(sel)} {fp} runs with Anderson"
+
+
+def _pct_summary(series) -> str:
+    s = pd.Series(series, dtype=float)
+    finite = s.dropna()
+    nan = int(s.isna().sum())
+    if finite.empty:
+        return "undefined (every run diverged to NaN)" if nan else "no data"
+    text = f"max {finite.max():.3g}%" + (f" (median {finite.median():.3g}%)" if len(finite) > 1 else "")
+    if nan:
+        text += f", {nan} diverged to NaN"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+def _ratio(a, b) -> float:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError):
+        return math.nan
+    if not (math.isfinite(a) and math.isfinite(b)) or b <= 0:
+        return math.nan
+    return a / b
+
+
+def _require(df: pd.DataFrame, columns: Iterable[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing} (is it a runs table from runs_table()?)")
+
+
+def provenance_summary(stores: Iterable[Any]) -> dict[str, Any]:
+    """Package versions, git revisions and backends recorded in a study's stores (for the report)."""
+    versions: dict[str, set[str]] = {}
+    revisions, backends = set(), {}
+    for ds in stores:
+        for pkg, v in json.loads(ds.attrs.get("provenance_package_versions", "{}")).items():
+            versions.setdefault(pkg, set()).add(v or "not installed")
+        rev = ds.attrs.get("provenance_git_revision")
+        if rev:
+            dirty = ds.attrs.get("provenance_git_dirty", "unknown")
+            revisions.add(rev + (" (uncommitted changes)" if dirty == "true" else ""))
+        if ds.attrs.get("backend"):
+            backends[ds.attrs["backend"]] = ds.attrs.get("backend_version", "")
+    return {"package_versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},
+            "git_revisions": sorted(revisions), "backends": dict(sorted(backends.items()))}

@@ -1,0 +1,361 @@
+"""Reading and writing study outputs: xarray <-> zarr stores, provenance attrs and atomic writes.
+
+Not part of the solver core (``problem``, ``solvers``, ``coupling`` never import this module): it is
+what the workflow scripts and the report use to turn results into files that survive interruptions.
+
+* Stores are zarr format 3, unconsolidated (Snakemake's ``directory()`` outputs receive a
+  ``.snakemake_timestamp`` file after the job; a consolidated index would not know it, and zarr 3
+  warns about the foreign file on open -- :func:`open_store` silences exactly that warning).
+* Every output is written next to its target under a temporary name and renamed into place, so an
+  interrupted job never leaves a file or store that looks complete.
+* Attributes are checked to be plain JSON (no NaN, no numpy objects) before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The file Snakemake drops inside ``directory()`` outputs.
+SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
+
+#: Packages whose versions go into every store's provenance (absent ones are recorded as "").
+PROVENANCE_PACKAGES = ("mfg_core", "numpy", "scipy", "numba", "jax", "jaxlib", "torch", "xarray",
+                       "zarr", "pandas", "matplotlib", "snakemake")
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON-clean attributes
+def json_clean(value: Any, *, name: str = "attrs") -> Any:
+    """Return ``value`` as plain JSON types (dict/list/str/int/float/bool/None).
+
+    numpy scalars and arrays are converted; a NaN or infinite float raises ``ValueError`` naming
+    where it sits, because zarr would otherwise write invalid JSON (or a reader would get
+    ``NaN`` back as a string).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): json_clean(v, name=f"{name}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_clean(v, name=f"{name}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return json_clean(value.tolist(), name=name)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{name} is {v}: attributes must be finite JSON numbers")
+        return v
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    raise ValueError(f"{name} has type {type(value).__name__}, which is not plain JSON")
+
+
+def json_string(value: Any, *, name: str = "value") -> str:
+    """``value`` as a compact, key-sorted JSON string (sorted so that equal configs compare equal)."""
+    return json.dumps(json_clean(value, name=name), sort_keys=True, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# provenance
+def package_versions(packages: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    """Installed version of each package, ``""`` if it is not installed (never imports heavy ones)."""
+    from importlib import metadata
+
+    dist_names = {"mfg_core": "mfg-core"}
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = metadata.version(dist_names.get(pkg, pkg))
+        except metadata.PackageNotFoundError:
+            out[pkg] = ""
+    return out
+
+
+def git_revision(path: str | os.PathLike = ".") -> dict[str, Any]:
+    """``{"revision": sha, "dirty": bool}`` of the git work tree containing ``path``.
+
+    Outside a git repository (e.g. an exported copy) both are recorded as unknown rather than
+    failing: a study is still worth running there.
+    """
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=30)
+
+    try:
+        rev = git("rev-parse", "HEAD")
+        if rev.returncode != 0:
+            return {"revision": "unknown", "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no")
+        return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": "unknown", "dirty": None}
+
+
+def provenance_attrs(*, config: Mapping[str, Any], run: Mapping[str, Any] | None = None,
+                     backend: str = "", backend_version: str = "", wall_time: float | None = None,
+                     compile_time: float | None = None, repo: str | os.PathLike = ".",
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance attributes every store carries (all plain JSON).
+
+    ``config`` is the full resolved study config (stored as a JSON string so that nested keys
+    survive any reader); ``run`` the settings of this particular job. Wall time and compile time
+    are kept apart because jit compilation (numba, jax) is a one-off cost per shape.
+    """
+    git = git_revision(repo)
+    attrs: dict[str, Any] = {
+        "provenance_config": json_string(config, name="config"),
+        "provenance_run": json_string(run or {}, name="run"),
+        "provenance_package_versions": json_string(package_versions(), name="package_versions"),
+        "provenance_git_revision": git["revision"],
+        "provenance_git_dirty": "unknown" if git["dirty"] is None else str(git["dirty"]).lower(),
+        "provenance_created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "provenance_host": platform.node(),
+        "provenance_python": sys.version.split()[0],
+    }
+    if backend:
+        attrs["backend"] = backend
+        attrs["backend_version"] = backend_version
+    if wall_time is not None:
+        attrs["wall_time"] = float(wall_time)
+    if compile_time is not None:
+        attrs["compile_time"] = float(compile_time)
+    for key, value in (extra or {}).items():
+        attrs[key] = value if isinstance(value, (str, int, float, bool)) else json_string(value, name=key)
+    return json_clean(attrs)
+
+
+def read_json_attr(ds, key: str, default: Any = None) -> Any:
+    """Decode a JSON-string attribute written by :func:`provenance_attrs` (``default`` if absent)."""
+    raw = ds.attrs.get(key)
+    if raw is None:
+        return default
+    return json.loads(raw) if isinstance(raw, str) else raw
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+def _temp_sibling(target: Path) -> Path:
+    # hidden, unique, and in the same directory so that the final rename never crosses filesystems
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success rename it to ``target``.
+
+    Works for files and directories (zarr stores). On an exception the temporary is removed and
+    ``target`` is left as it was, so a half-written output never carries the final name.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(target)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"nothing was written to the temporary {tmp} for {target}")
+        if target.is_dir() and not target.is_symlink():
+            # os.replace cannot replace a non-empty directory: remove the old store first (the
+            # new one is complete at this point, so the window without a target is harmless)
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            _remove(tmp)
+
+
+def write_text(target: str | os.PathLike, text: str) -> Path:
+    """Write a text file atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)
+
+
+def write_csv(df, target: str | os.PathLike, **kwargs) -> Path:
+    """Write a pandas DataFrame as CSV atomically (no index unless asked for)."""
+    kwargs.setdefault("index", False)
+    with atomic_path(target) as tmp:
+        df.to_csv(tmp, **kwargs)
+    return Path(target)
+
+
+def save_figure(fig, target: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(target)
+
+
+def write_store(ds, target: str | os.PathLike) -> Path:
+    """Write an ``xarray.Dataset`` as a zarr-3, unconsolidated store, atomically.
+
+    The attributes (dataset's and every variable's) are checked to be plain JSON first, so a bad
+    attribute fails before anything is written.
+    """
+    ds = ds.copy()
+    ds.attrs = json_clean(dict(ds.attrs), name="attrs")
+    for name, var in ds.variables.items():
+        var.attrs = json_clean(dict(var.attrs), name=f"{name}.attrs")
+    with atomic_path(target) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
+    return Path(target)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+@contextlib.contextmanager
+def _quiet_timestamp() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # Snakemake's marker inside directory() outputs is not part of the zarr hierarchy; zarr 3
+        # warns once per open. Only that message is silenced: other zarr warnings still show.
+        warnings.filterwarnings("ignore", message=rf".*{SNAKEMAKE_TIMESTAMP}.*")
+        yield
+
+
+def open_store(path: str | os.PathLike, *, load: bool = True):
+    """Open a store written by :func:`write_store` (``load=True`` reads it into memory and closes).
+
+    Raises ``FileNotFoundError`` naming the path if it is not a zarr store.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FileNotFoundError(f"{path} is not a zarr store (no zarr.json): was its job completed?")
+    with _quiet_timestamp():
+        ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+        if load:
+            ds = ds.load()
+            ds.close()
+    return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# problem stores
+def problem_to_xarray(problem):
+    """The materialised inputs of a problem: ``m0``, ``V``, ``g``, ``weights`` on ``x``, and ``t``.
+
+    The callables cannot be stored; their qualified names and every parameter are kept in the
+    ``problem_parameters`` attribute (JSON) so the store says what it is.
+    """
+    import xarray as xr
+
+    return xr.Dataset(
+        {
+            "m0": (("x",), problem.m_init, {"long_name": "initial density (discrete mass 1)"}),
+            "V": (("x",), problem.V, {"long_name": "potential V(x)"}),
+            "g": (("x",), problem.g, {"long_name": "terminal cost g(x)"}),
+            "weights": (("x",), problem.weights, {"long_name": "quadrature weights"}),
+        },
+        coords={"x": problem.x, "t": problem.t},
+        attrs={"problem_parameters": json_string(problem.parameters(), name="problem_parameters")},
+    )
+
+
+def check_problem_matches(problem, ds, *, source: str = "problem store") -> None:
+    """Raise ``ValueError`` naming the field if ``problem`` differs from its set-up store ``ds``."""
+    pairs = {"x": (problem.x, ds["x"].values), "t": (problem.t, ds["t"].values),
+             "m0": (problem.m_init, ds["m0"].values), "V": (problem.V, ds["V"].values),
+             "g": (problem.g, ds["g"].values), "weights": (problem.weights, ds["weights"].values)}
+    for name, (built, stored) in pairs.items():
+        if built.shape != stored.shape or not np.allclose(built, stored, rtol=1e-12, atol=1e-14):
+            raise ValueError(f"{source}: {name} differs from the problem built from the run's settings "
+                             "(the set-up store is stale: re-run its setup job)")
+
+
+def diverged_dataset(problem, reason: str):
+    """The store of a run whose iterate became non-finite: NaN fields, no history, the error text.
+
+    Written (instead of failing the job) so that a divergence is a measured outcome the report can
+    show, never mistaken for a solution: ``status`` is ``"diverged"`` and ``converged`` is 0.
+    """
+    import xarray as xr
+
+    nan = np.full(problem.shape, np.nan)
+    return xr.Dataset(
+        {"u": (("t", "x"), nan, {"long_name": "value function u(t, x) (NaN: diverged)"}),
+         "m": (("t", "x"), nan.copy(), {"long_name": "density m(t, x) (NaN: diverged)"}),
+         "mass": (("t",), np.full(problem.t.shape, np.nan), {"long_name": "discrete mass"})},
+        coords={"t": problem.t, "x": problem.x, "iteration": np.arange(1, 1)},
+        attrs={"converged": 0, "reason": reason,
+               "problem_parameters": json_string(problem.parameters(), name="problem_parameters")},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# runtime environment of a job
+@contextlib.contextmanager
+def job_log(path: str | os.PathLike, *, level: int = 20) -> Iterator[Any]:
+    """Send the ``mfg_core`` logger (iteration progress, at INFO) and Python warnings to ``path``.
+
+    Yields the logger to use for the job's own messages. The file is line-buffered, so ``tail -f``
+    on a running job's log shows each iteration as it finishes.
+    """
+    import logging
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.StreamHandler(open(path, "a", buffering=1, encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger("mfg_core"), logging.getLogger("py.warnings")]
+    old = [(lg.level, lg.propagate) for lg in loggers]
+    logging.captureWarnings(True)
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(level)
+    try:
+        yield logging.getLogger("mfg_core.workflow")
+    except BaseException:
+        logging.getLogger("mfg_core.workflow").exception("job failed")
+        raise
+    finally:
+        logging.captureWarnings(False)
+        for lg, (lvl, prop) in zip(loggers, old):
+            lg.removeHandler(handler)
+            lg.setLevel(lvl)
+        handler.close()
+
+
+
+def set_thread_env(threads: int) -> None:
+    """Limit every threading library to ``threads`` before any of them is imported.
+
+    Snakemake exports OMP/MKL/OpenBLAS thread counts from a rule's ``threads`` but not
+    ``NUMBA_NUM_THREADS``; numba reads it once at import, so it must be set first. torch follows
+    ``OMP_NUM_THREADS`` at import (and ``set_num_threads`` if it is already imported). XLA (jax) has
+    no stable thread-count flag, so jax is left alone rather than fed a flag it may reject.
+    """
+    n = max(1, int(threads))
+    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        importlib.import_module("torch").set_num_threads(n)

@@ -1,0 +1,207 @@
+"""Figures and the self-contained HTML comparison report of a study.
+
+Figures are matplotlib (Agg, no display needed). The HTML report embeds every PNG as base64 and
+every table as HTML, so ``report.html`` is one file that can be mailed or archived on its own.
+It reads tables and stores only: nothing here solves.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .analysis import RUN_KEYS, residual_history
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # batch jobs have no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(run: Mapping[str, str], skip: Sequence[str] = ("problem",)) -> str:
+    return "/".join(str(run[k]) for k in RUN_KEYS if k not in skip)
+
+
+_COLORS = {"damping": "tab:blue", "anderson": "tab:red", "anderson_plain": "tab:orange"}
+_STYLES = {"numpy": "-", "numba": "--", "jax": ":", "torch": "-."}
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+def mass_figure(problem: str, over_time: pd.DataFrame, over_iterations: pd.DataFrame):
+    """|mass(t) - 1| of each run's solution, and the mass error of each iterate, on log scales."""
+    plt = _plt()
+    fig, (ax_t, ax_k) = plt.subplots(1, 2, figsize=(11, 4.2))
+    floor = 1e-17  # exact conservation (FDM) would be log(0): plotted at the floor, said in the label
+    for key, g in over_time[over_time["problem"] == problem].groupby(list(RUN_KEYS), sort=True):
+        run = dict(zip(RUN_KEYS, key))
+        dev = np.abs(g["deviation"].to_numpy(dtype=float))
+        if not np.any(np.isfinite(dev)):
+            continue
+        ax_t.plot(g["t"], np.maximum(dev, floor), _STYLES.get(run["backend"], "-"),
+                  color=_COLORS.get(run["coupling"]), marker="o" if run["fp"] == "particle" else None,
+                  markersize=2, label=_label(run))
+    for key, g in over_iterations[over_iterations["problem"] == problem].groupby(list(RUN_KEYS), sort=True):
+        run = dict(zip(RUN_KEYS, key))
+        if g.empty:
+            continue
+        ax_k.plot(g["iteration"], np.maximum(g["mass_error"].to_numpy(dtype=float), floor),
+                  _STYLES.get(run["backend"], "-"), color=_COLORS.get(run["coupling"]),
+                  marker="o" if run["fp"] == "particle" else None, markersize=2, label=_label(run))
+    ax_t.set(yscale="log", xlabel="t", ylabel=f"|mass(t) - 1| (floored at {floor:g})",
+             title=f"{problem}: mass of the solution over time")
+    ax_k.set(yscale="log", xlabel="iteration", ylabel="max_t |mass - 1| of the iterate",
+             title=f"{problem}: mass error over iterations")
+    _legend(fig, ax_t, ax_k)
+    return fig
+
+
+def residual_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]],
+                    tolerances: Mapping[str, float] | None = None):
+    """Residual history max(res_U, res_M) per iteration on a log scale, one panel per FP method."""
+    plt = _plt()
+    runs = [(k, ds) for k, ds in runs if k["problem"] == problem]
+    fps = sorted({k["fp"] for k, _ in runs}) or ["fdm"]
+    fig, axes = plt.subplots(1, len(fps), figsize=(5.5 * len(fps), 4.2), squeeze=False)
+    for ax, fp in zip(axes[0], fps):
+        for k, ds in sorted(((k, ds) for k, ds in runs if k["fp"] == fp), key=lambda r: _label(r[0])):
+            res = residual_history(ds)
+            status = ds.attrs.get("status", "")
+            label = _label(k, skip=("problem", "fp")) + ("" if status == "converged" else f" ({status})")
+            if res.size:
+                ax.plot(np.arange(1, res.size + 1), res, _STYLES.get(k["backend"], "-"),
+                        color=_COLORS.get(k["coupling"]), label=label)
+            else:
+                ax.plot([], [], _STYLES.get(k["backend"], "-"), color=_COLORS.get(k["coupling"]), label=label)
+        if tolerances and fp in tolerances:
+            ax.axhline(tolerances[fp], color="grey", lw=0.8, ls="--", label="tolerance")
+        ax.set(yscale="log", xlabel="iteration", ylabel="max(res_U, res_M)", title=f"{problem}, FP {fp}")
+    _legend(fig, *axes[0])
+    return fig
+
+
+def backend_figure(problem: str, backends: pd.DataFrame):
+    """Seconds per iteration (bars) and compile time (hatched) of each backend, per run group."""
+    plt = _plt()
+    df = backends[backends["problem"] == problem]
+    groups = sorted({(r.fp, r.coupling) for r in df.itertuples()})
+    names = sorted(df["backend"].unique(), key=lambda b: list(_STYLES).index(b) if b in _STYLES else 99)
+    fig, (ax_s, ax_c) = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(len(names), 1)
+    xs = np.arange(len(groups))
+    for i, b in enumerate(names):
+        per = [_value(df, g, b, "seconds_per_iteration") for g in groups]
+        comp = [_value(df, g, b, "compile_time_s") for g in groups]
+        ax_s.bar(xs + i * width, per, width, label=b)
+        ax_c.bar(xs + i * width, comp, width, label=b, hatch="//")
+    for ax, title in ((ax_s, "seconds per iteration"), (ax_c, "compile (warm-up) seconds")):
+        ax.set_xticks(xs + 0.4 - width / 2, [f"{fp}/{c}" for fp, c in groups], rotation=20)
+        ax.set(ylabel="s", title=f"{problem}: {title}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _value(df, group, backend, col):
+    sel = df[(df["fp"] == group[0]) & (df["coupling"] == group[1]) & (df["backend"] == backend)]
+    v = float(sel[col].iloc[0]) if len(sel) else math.nan
+    return v if math.isfinite(v) else 0.0
+
+
+def _legend(fig, *axes):
+    for ax in axes:
+        handles, _ = ax.get_legend_handles_labels()
+        if handles:
+            ax.legend(fontsize=7, ncol=1 if len(handles) < 10 else 2)
+    fig.tight_layout()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #aaa; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.8em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+.note { color: #555; font-size: 0.9em; } pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
+table.seed td:first-child { font-weight: bold; } table.seed td { max-width: 28em; }
+"""
+
+
+def png_data_uri(path: str | Path) -> str:
+    """A PNG file as a ``data:`` URI (raises naming the file if it is not a PNG)."""
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def table_html(df: pd.DataFrame, *, css_class: str = "", digits: int = 4) -> str:
+    """A DataFrame as an escaped HTML table, floats with ``digits`` significant digits, NaN as '-'."""
+    def fmt(v):
+        if isinstance(v, float):
+            return "-" if math.isnan(v) else f"{v:.{digits}g}"
+        return v
+
+    shown = df.copy()
+    for c in shown.columns:
+        shown[c] = shown[c].map(fmt)
+    return shown.to_html(index=False, escape=True, classes=css_class or None, border=0, na_rep="-")
+
+
+def render_report(*, study: str, seed: pd.DataFrame, sections: Sequence[Mapping[str, Any]],
+                  what_was_run: Mapping[str, Any]) -> str:
+    """The HTML page. ``sections`` are dicts with ``title``, optional ``text`` (plain text,
+    escaped), ``tables`` (list of (caption, DataFrame)) and ``figures`` (list of (caption, png path)).
+    The page opens with ``seed``: the seed report's findings beside this study's measurements.
+    """
+    e = html.escape
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>mfg-study: {e(study)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>mfg-study report: study <code>{e(study)}</code></h1>",
+        f"<p class='note'>Generated {e(now)} from the study's stores and tables (nothing was re-solved "
+        "for this page).</p>",
+        "<h2>Seed report findings beside this study</h2>",
+        "<p>Each row: what the predecessor's <em>Backend Integration Status</em> report stated, and what "
+        "this study measured (whatever it shows). Definitions are under each section below.</p>",
+        table_html(seed, css_class="seed"),
+    ]
+    for section in sections:
+        out.append(f"<h2>{e(section['title'])}</h2>")
+        if section.get("text"):
+            for para in str(section["text"]).split("\n\n"):
+                out.append(f"<p>{e(para)}</p>")
+        for caption, df in section.get("tables", ()):
+            out.append(f"<h3>{e(caption)}</h3>")
+            out.append(table_html(df) if len(df) else "<p class='note'>(empty)</p>")
+        for caption, path in section.get("figures", ()):
+            out.append(f"<figure><img alt='{e(caption)}' src='{png_data_uri(path)}'>"
+                       f"<figcaption class='note'>{e(caption)}</figcaption></figure>")
+    out.append("<h2>What was run, with which versions</h2>")
+    for key, value in what_was_run.items():
+        out.append(f"<h3>{e(key)}</h3>")
+        if isinstance(value, pd.DataFrame):
+            out.append(table_html(value))
+        elif isinstance(value, (dict, list)):
+            out.append(f"<pre>{e(json.dumps(value, indent=2, sort_keys=True, default=str))}</pre>")
+        else:
+            out.append(f"<p>{e(str(value))}</p>")
+    out.append("</body></html>")
+    return "\n".join(out)

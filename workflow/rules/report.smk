@@ -1,0 +1,57 @@
+# Stage 4: the per-run summary table and the self-contained HTML report (results/<study>/report.html).
+# The report reads stores and tables only; it never re-solves.
+
+
+rule runs_table:
+    input:
+        runs=run_stores(),
+    output:
+        report(f"{TABLES}/runs.csv", caption="../report/runs.rst", category="Runs"),
+    params:
+        runs=run_keys(),
+    log:
+        f"{LOGS}/runs_table.log",
+    benchmark:
+        f"{BENCH}/runs_table.tsv"
+    threads: res("light", "threads")
+    resources:
+        mem_mb=res("light", "mem_mb"),
+        runtime=res("light", "runtime"),
+    conda:
+        "../envs/mfg.yaml"
+    script:
+        "../scripts/runs_table.py"
+
+
+rule report:
+    input:
+        runs_table=f"{TABLES}/runs.csv",
+        mass=f"{TABLES}/mass_conservation.csv",
+        coupling=f"{TABLES}/coupling.csv",
+        backends=f"{TABLES}/backends.csv",
+        mass_figures=expand(f"{FIGURES}/mass_{{problem}}.png", problem=PROBLEMS),
+        residual_figures=expand(f"{FIGURES}/residuals_{{problem}}.png", problem=PROBLEMS),
+        backend_figures=expand(f"{FIGURES}/backends_{{problem}}.png", problem=PROBLEMS),
+        problems=expand(f"{OUT}/problems/{{problem}}.zarr", problem=PROBLEMS),
+        runs=run_stores(),
+    output:
+        report(f"{OUT}/report.html", caption="../report/report.rst", category="Report"),
+    params:
+        study=STUDY,
+        problems=list(PROBLEMS),
+        runs=run_keys(),
+        skipped=SKIPPED,
+        reference=REFERENCE,
+        config=config,
+    log:
+        f"{LOGS}/report.log",
+    benchmark:
+        f"{BENCH}/report.tsv"
+    threads: res("light", "threads")
+    resources:
+        mem_mb=res("light", "mem_mb"),
+        runtime=res("light", "runtime"),
+    conda:
+        "../envs/mfg.yaml"
+    script:
+        "../scripts/report.py"

@@ -1,0 +1,13 @@
+"""Every backend beside the reference backend: time, compile time, speed-up, agreement of U and M."""
+
+from mfg_core import io
+
+with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_core import analysis, report
+
+    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    table = analysis.backend_table(runs, reference=snakemake.params.reference)  # noqa: F821
+    io.write_csv(table, snakemake.output.table)  # noqa: F821
+    for problem, path in zip(snakemake.params.problems, snakemake.output.figures, strict=True):  # noqa: F821
+        io.save_figure(report.backend_figure(problem, table), path)
+    log.info("backend table (%d rows) and figures written", len(table))

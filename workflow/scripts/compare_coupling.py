@@ -1,0 +1,16 @@
+"""Each coupling method beside damping (table) and residual histories on a log scale (figures)."""
+
+import pandas as pd
+
+from mfg_core import io
+
+with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_core import analysis, report
+
+    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    table = analysis.coupling_table(pd.read_csv(snakemake.input.runs_table))  # noqa: F821
+    io.write_csv(table, snakemake.output.table)  # noqa: F821
+    tolerances = {"fdm": snakemake.params.tolerance, "particle": snakemake.params.particle_tolerance}  # noqa: F821
+    for problem, path in zip(snakemake.params.problems, snakemake.output.figures, strict=True):  # noqa: F821
+        io.save_figure(report.residual_figure(problem, runs, tolerances), path)
+    log.info("coupling table (%d rows) and figures written", len(table))
