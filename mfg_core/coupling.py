@@ -139,7 +139,7 @@ class FixedPointIterator:
             "anderson_depth": self.anderson_depth, "max_iterations": max_iterations,
             "tolerance": tolerance,
             **({"anderson": self.anderson.as_dict(), "anderson_status_codes": _aa.STATUS_NAMES,
-                "fp_common_random_numbers": getattr(self.fp_solver, "common_random_numbers", None)}
+                "fp_common_random_numbers": getattr(self, "_crn_used", None)}
                if self.use_anderson else {}),
         }
 
@@ -157,8 +157,9 @@ class FixedPointIterator:
         ``||Phi(x)_U - U|| / ||Phi(x)_U||``), ``mass_error`` (``max_n |sum(w M[n]) - 1|`` of the new
         iterate), ``min_M``, ``seconds``; with Anderson also ``accepted`` (the point evaluated was
         accepted), ``anderson_step`` (the new iterate is an Anderson extrapolation),
-        ``anderson_status`` (code, see :data:`mfg_core.anderson.STATUS_NAMES`), ``condition`` and
-        ``anderson_columns`` (the least-squares matrix's condition number and width).
+        ``anderson_status`` (code, see :data:`mfg_core.anderson.STATUS_NAMES`), ``residual`` (the
+        weighted norm ``||Phi(x) - x||_W`` the safeguard compares; inf if the map failed there),
+        ``condition`` and ``anderson_columns`` (the least-squares matrix's condition number, width).
         """
         if isinstance(max_iterations, bool) or int(max_iterations) < 1:
             raise ValueError(f"max_iterations must be >= 1, got {max_iterations!r}")
@@ -274,10 +275,12 @@ class FixedPointIterator:
         """
         fp = self.fp_solver
         current = getattr(fp, "common_random_numbers", None)
+        self._crn_used = current  # recorded in result.solver["fp_common_random_numbers"]
         if not self.anderson.common_random_numbers or not isinstance(current, (bool, np.bool_)) or current:
             yield
             return
         fp.common_random_numbers = True
+        self._crn_used = True
         try:
             yield
         finally:
@@ -314,7 +317,7 @@ class FixedPointIterator:
         mode = opts.accelerate
         order = "FP-HJB" if mode == "U" else "HJB-FP"
         n = U.size
-        keys = ("res_U", "res_M", "fp_res_U", "fp_res_M", "mass_error", "min_M", "seconds", "accepted",
+        keys = ("res_U", "res_M", "fp_res_U", "fp_res_M", "residual", "mass_error", "min_M", "seconds", "accepted",
                 "anderson_step", "anderson_status", "condition", "anderson_columns")
         hist: dict[str, list] = {key: [] for key in keys}
 
@@ -394,6 +397,7 @@ class FixedPointIterator:
             hist["res_M"].append(res_M)
             hist["fp_res_U"].append(fp_U)
             hist["fp_res_M"].append(fp_M)
+            hist["residual"].append(r)
             hist["mass_error"].append(float(np.max(np.abs(p.mass(M_next) - 1.0))))
             hist["min_M"].append(float(M_next.min()))
             hist["seconds"].append(time.perf_counter() - t0)
