@@ -125,17 +125,15 @@ def _hjb_sweep(source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter, *,
 
 @functools.partial(jax.jit, static_argnames=("periodic",))
 def _fp_sweep(U, mu0, dt, dx, nu, lam, *, periodic):
-    a_plus, a_minus, _, _ = _upwind(U[:-1], dx, lam, periodic)
-    lower, diag, upper = _bands(a_plus, a_minus, dt, dx, nu, periodic)
-    # bands of J^T (the periodic corners move with the roll)
-    lower_t, upper_t = jnp.roll(upper, 1, axis=-1), jnp.roll(lower, -1, axis=-1)
-
-    def step(mu, bands):
-        lo, di, up = bands
-        mu_next = _solve(lo, di, up, mu, periodic)
+    def step(mu, u):
+        # bands built inside the step: one row at a time stays in cache, unlike whole (Nt, N) arrays
+        a_plus, a_minus, _, _ = _upwind(u, dx, lam, periodic)
+        lower, diag, upper = _bands(a_plus, a_minus, dt, dx, nu, periodic)
+        # bands of J^T (the periodic corners move with the roll)
+        mu_next = _solve(jnp.roll(upper, 1), diag, jnp.roll(lower, -1), mu, periodic)
         return mu_next, mu_next
 
-    _, mus = lax.scan(step, mu0, (lower_t, diag, upper_t))
+    _, mus = lax.scan(step, mu0, U[:-1])
     return jnp.concatenate([mu0[None, :], mus], axis=0)
 
 

@@ -14,9 +14,10 @@ What differs is only how it runs: the whole backward sweep (time loop, Newton lo
 Jacobian bands and the tridiagonal solve) is one ``@njit(cache=True)`` function. Each Newton step
 makes one fused pass over ``x`` computing the residual, ``max|R|``, ``max|u|`` and the three bands,
 then one Thomas solve. The Thomas elimination is written in LAPACK ``gtsv``'s form (multiplier
-``l_i / d_{i-1}``, un-normalised upper band) so that it rounds like the reference: on these strictly
-diagonally dominant matrices ``gtsv`` never pivots, so the two agree to the last few ulps. Periodic
-systems use the reference's Sherman-Morrison split (one elimination, two right-hand sides).
+``l_{i+1} / d_i``, un-normalised upper band; ``gtsv`` never pivots on these strictly diagonally
+dominant matrices), with each pivot inverted once so that the critical path holds one division per
+node; it agrees with the reference to a few ulps. Periodic systems use the reference's
+Sherman-Morrison split (one elimination, two right-hand sides).
 """
 
 from __future__ import annotations
@@ -27,41 +28,49 @@ from numba import njit
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
 
 
-@njit(cache=True, fastmath=False)
-def _bands(u, dx, lam, nu, dt, periodic, unext, source, res, lower, diag, upper):
-    """Fill ``res`` (if ``unext`` is given, i.e. ``source.size > 0``) and the bands of ``J(u)``.
+@njit(cache=True)
+def _point(ui, right, left, dxl, dx, lam, nu, dt):
+    """Upwind quantities at one node: ``(ham, lap, lower, upper)`` (bands before the wall fold)."""
+    ap = min(right - ui, 0.0) / dxl
+    am = max(ui - left, 0.0) / dxl
+    ham = 0.5 * lam * (ap * ap + am * am)
+    lap = (right - 2.0 * ui + left) / (dx * dx)
+    lower = dt * (-nu / (dx * dx) - am / dx)
+    upper = dt * (-nu / (dx * dx) + ap / dx)
+    return ham, lap, lower, upper
 
-    Returns ``(max|R|, max|u|)``. The expressions are ordered as in the numpy reference so that the
-    rounding matches it.
-    """
+
+@njit(cache=True)
+def _bands(u, dx, lam, nu, dt, periodic, unext, source, res, lower, diag, upper):
+    """Fill ``res`` (skipped if ``source`` is empty) and the bands of ``J(u)``; returns
+    ``(max|R|, max|u|)``. Expressions are ordered as in the numpy reference so that they round
+    alike; the two end nodes are done outside the loop so that the interior loop has no branch."""
     n = u.shape[0]
     with_res = source.shape[0] > 0
+    dxl = dx * lam
     rmax = 0.0
     umax = 0.0
-    dxl = dx * lam
-    for i in range(n):
-        ui = u[i]
-        if i == n - 1:
-            right = u[0] if periodic else u[n - 2]
-        else:
-            right = u[i + 1]
+    for i in (0, n - 1):
         if i == 0:
-            left = u[n - 1] if periodic else u[1]
+            right, left = u[1], (u[n - 1] if periodic else u[1])
         else:
-            left = u[i - 1]
-        ap = min(right - ui, 0.0) / dxl
-        am = max(ui - left, 0.0) / dxl
+            right, left = (u[0] if periodic else u[n - 2]), u[n - 2]
+        ham, lap, lower[i], upper[i] = _point(u[i], right, left, dxl, dx, lam, nu, dt)
         if with_res:
-            ham = 0.5 * lam * (ap * ap + am * am)
-            lap = (right - 2.0 * ui + left) / (dx * dx)
+            res[i] = u[i] - unext[i] + dt * (-nu * lap + ham - source[i])
+            rmax = max(rmax, abs(res[i]))
+        umax = max(umax, abs(u[i]))
+    if with_res:
+        for i in range(1, n - 1):
+            ui = u[i]
+            ham, lap, lower[i], upper[i] = _point(ui, u[i + 1], u[i - 1], dxl, dx, lam, nu, dt)
             r = ui - unext[i] + dt * (-nu * lap + ham - source[i])
             res[i] = r
-            if abs(r) > rmax:
-                rmax = abs(r)
-        if abs(ui) > umax:
-            umax = abs(ui)
-        lower[i] = dt * (-nu / (dx * dx) - am / dx)
-        upper[i] = dt * (-nu / (dx * dx) + ap / dx)
+            rmax = max(rmax, abs(r))
+            umax = max(umax, abs(ui))
+    else:
+        for i in range(1, n - 1):
+            _, _, lower[i], upper[i] = _point(u[i], u[i + 1], u[i - 1], dxl, dx, lam, nu, dt)
     if not periodic:
         # the ghost node folds the outer band into the inner one (as in the reference)
         upper[0] += lower[0]
@@ -74,56 +83,69 @@ def _bands(u, dx, lam, nu, dt, periodic, unext, source, res, lower, diag, upper)
 
 
 @njit(cache=True)
-def _gtsv(lower, diag, upper, rhs, work_d, out):
-    """Solve the plain tridiagonal system (``lower[0]``, ``upper[-1]`` ignored) for the columns of
-    ``rhs`` (shape ``(n, k)``) into ``out``, by Gaussian elimination without pivoting (``gtsv``'s
-    arithmetic on a diagonally dominant matrix)."""
+def _thomas(lower, diag, upper, rhs, inv, out):
+    """Solve the plain tridiagonal system (``lower[0]``, ``upper[-1]`` ignored) into ``out``.
+
+    Gaussian elimination without pivoting in ``gtsv``'s form (multiplier ``l_{i+1} / d_i``,
+    un-normalised upper band); ``gtsv`` never pivots on these diagonally dominant matrices. The
+    pivot is inverted once and multiplied twice, so the critical path holds one division per node.
+    """
     n = diag.shape[0]
-    k = rhs.shape[1]
-    for i in range(n):
-        work_d[i] = diag[i]
-        for j in range(k):
-            out[i, j] = rhs[i, j]
+    d = diag[0]
+    out[0] = rhs[0]
     for i in range(n - 1):
-        fact = lower[i + 1] / work_d[i]
-        work_d[i + 1] = work_d[i + 1] - fact * upper[i]
-        for j in range(k):
-            out[i + 1, j] = out[i + 1, j] - fact * out[i, j]
-    for j in range(k):
-        out[n - 1, j] = out[n - 1, j] / work_d[n - 1]
+        r = 1.0 / d
+        inv[i] = r
+        fact = lower[i + 1] * r
+        d = diag[i + 1] - fact * upper[i]
+        out[i + 1] = rhs[i + 1] - fact * out[i]
+    inv[n - 1] = 1.0 / d
+    out[n - 1] = out[n - 1] * inv[n - 1]
     for i in range(n - 2, -1, -1):
-        for j in range(k):
-            out[i, j] = (out[i, j] - upper[i] * out[i + 1, j]) / work_d[i]
+        out[i] = (out[i] - upper[i] * out[i + 1]) * inv[i]
 
 
 @njit(cache=True)
-def _solve(lower, diag, upper, rhs, periodic, d_mod, rhs2, work_d, sol2, out):
+def _thomas2(lower, diag, upper, rhs, e0, elast, inv, y, z):
+    """``_thomas`` for two right-hand sides at once: ``rhs`` and ``e0 * e_0 + elast * e_{n-1}``."""
+    n = diag.shape[0]
+    d = diag[0]
+    y[0] = rhs[0]
+    z[0] = e0
+    for i in range(n - 1):
+        r = 1.0 / d
+        inv[i] = r
+        fact = lower[i + 1] * r
+        d = diag[i + 1] - fact * upper[i]
+        y[i + 1] = rhs[i + 1] - fact * y[i]
+        z[i + 1] = (elast if i + 1 == n - 1 else 0.0) - fact * z[i]
+    inv[n - 1] = 1.0 / d
+    y[n - 1] = y[n - 1] * inv[n - 1]
+    z[n - 1] = z[n - 1] * inv[n - 1]
+    for i in range(n - 2, -1, -1):
+        y[i] = (y[i] - upper[i] * y[i + 1]) * inv[i]
+        z[i] = (z[i] - upper[i] * z[i + 1]) * inv[i]
+
+
+@njit(cache=True)
+def _solve(lower, diag, upper, rhs, periodic, d_mod, inv, y, z, out):
     """Solve ``J x = rhs`` (cyclic if ``periodic``) into ``out``; the other arrays are scratch."""
     n = diag.shape[0]
     if not periodic:
-        for i in range(n):
-            rhs2[i, 0] = rhs[i]
-        _gtsv(lower, diag, upper, rhs2[:, :1], work_d, sol2[:, :1])
-        for i in range(n):
-            out[i] = sol2[i, 0]
+        _thomas(lower, diag, upper, rhs, inv, out)
         return
-    # Sherman-Morrison exactly as the reference: A = B + u v^T, u = (gamma, 0.., alpha),
+    # Sherman-Morrison as the reference: A = B + u v^T, u = (gamma, 0.., alpha),
     # v = (1, 0.., beta/gamma), gamma = -diag[0].
     alpha = upper[n - 1]
     beta = lower[0]
     gamma = -diag[0]
-    for i in range(n):
-        d_mod[i] = diag[i]
-        rhs2[i, 0] = rhs[i]
-        rhs2[i, 1] = 0.0
+    d_mod[:] = diag
     d_mod[0] -= gamma
     d_mod[n - 1] -= alpha * beta / gamma
-    rhs2[0, 1] = gamma
-    rhs2[n - 1, 1] = alpha
-    _gtsv(lower, d_mod, upper, rhs2, work_d, sol2)
-    factor = (sol2[0, 0] + beta * sol2[n - 1, 0] / gamma) / (1.0 + sol2[0, 1] + beta * sol2[n - 1, 1] / gamma)
+    _thomas2(lower, d_mod, upper, rhs, gamma, alpha, inv, y, z)
+    factor = (y[0] + beta * y[n - 1] / gamma) / (1.0 + z[0] + beta * z[n - 1] / gamma)
     for i in range(n):
-        out[i] = sol2[i, 0] - factor * sol2[i, 1]
+        out[i] = y[i] - factor * z[i]
 
 
 @njit(cache=True)
@@ -137,9 +159,9 @@ def _hjb_sweep(source, terminal, dt, dx, nu, lam, periodic, newton_tol, newton_m
     upper = np.empty(n)
     delta = np.empty(n)
     d_mod = np.empty(n)
-    work_d = np.empty(n)
-    rhs2 = np.empty((n, 2))
-    sol2 = np.empty((n, 2))
+    inv = np.empty(n)
+    y = np.empty(n)
+    z = np.empty(n)
     u = np.empty(n)
     U[nt1 - 1] = terminal
     for k in range(nt1 - 2, -1, -1):
@@ -157,7 +179,7 @@ def _hjb_sweep(source, terminal, dt, dx, nu, lam, periodic, newton_tol, newton_m
                 break
             for i in range(n):
                 res[i] = -res[i]
-            _solve(lower, diag, upper, res, periodic, d_mod, rhs2, work_d, sol2, delta)
+            _solve(lower, diag, upper, res, periodic, d_mod, inv, y, z, delta)
             dmax = 0.0
             for i in range(n):
                 u[i] += delta[i]
@@ -187,16 +209,16 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, periodic):
     lower_t = np.empty(n)
     upper_t = np.empty(n)
     d_mod = np.empty(n)
-    work_d = np.empty(n)
-    rhs2 = np.empty((n, 2))
-    sol2 = np.empty((n, 2))
+    inv = np.empty(n)
+    y = np.empty(n)
+    z = np.empty(n)
     for k in range(nt1 - 1):
         _bands(U[k], dx, lam, nu, dt, periodic, empty, empty, empty, lower, diag, upper)
         # bands of J^T: row i of J^T holds J[i-1, i] (below) and J[i+1, i] (above), cyclically
         for i in range(n):
             lower_t[i] = upper[i - 1] if i > 0 else upper[n - 1]
             upper_t[i] = lower[i + 1] if i < n - 1 else lower[0]
-        _solve(lower_t, diag, upper_t, mu[k], periodic, d_mod, rhs2, work_d, sol2, mu[k + 1])
+        _solve(lower_t, diag, upper_t, mu[k], periodic, d_mod, inv, y, z, mu[k + 1])
     return mu
 
 
