@@ -12,7 +12,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A study given with --configfile stands on its own: keys it leaves out take the schema's defaults.
+# (Snakemake would otherwise merge it key by key into the default study, so the default study's
+# problems would silently join every other study.)
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -89,6 +89,8 @@ def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
         "mass_deviation_pct": mass_deviation_pct(ds),
         "max_mass_error_over_iterations_pct": float(mass_err.max() * 100) if mass_err.size else math.nan,
         "min_m": min_m,
+        # Anderson only: points rejected by the residual safeguard (NaN where not recorded)
+        "rejected_steps": (int(np.sum(_history(ds, "accepted") == 0)) if "accepted" in ds else math.nan),
         "backend_version": ds.attrs.get("backend_version", ""),
         "threads": ds.attrs.get("threads", ""),
         "reason": ds.attrs.get("reason", ""),
@@ -165,6 +167,7 @@ def coupling_table(runs_df: pd.DataFrame, reference: str = "damping") -> pd.Data
                 "coupling": row["coupling"], "status": row["status"], "iterations": row["iterations"],
                 "final_residual": row["final_residual"], "wall_time_s": row["wall_time_s"],
                 "mass_deviation_pct": row["mass_deviation_pct"],
+                "rejected_steps": row.get("rejected_steps", math.nan),
                 "reference": reference if r is not None else "",
                 "reference_status": r["status"] if r is not None else "",
                 "reference_iterations": r["iterations"] if r is not None else math.nan,
@@ -267,9 +270,10 @@ def _measured_speedup(df, reference):
         if s.empty:
             parts.append(f"{backend}: no comparable run")
             continue
-        parts.append(f"{backend}: {s.median():.2f}x per iteration (median; range {s.min():.2f}-{s.max():.2f}"
-                     f"x), compile {c.median():.2f} s median" if len(c) else
-                     f"{backend}: {s.median():.2f}x per iteration (median)")
+        text = f"{backend}: {_median_range(s)} per iteration"
+        if len(c):
+            text += f", compile {c.median():.2f} s (median)"
+        parts.append(text)
     return "; ".join(parts), f"{len(others)} runs vs {reference}"
 
 
@@ -291,19 +295,29 @@ def _measured_anderson(runs_df, coupling_df, fp):
         return NOT_RUN, ""
     parts = []
     for coupling, g in sel.groupby("coupling", sort=True):
-        status = ", ".join(f"{n} {s}" for s, n in g["status"].value_counts().sort_index().items())
-        text = f"{coupling}: {status}; mass deviation {_pct_summary(g['mass_deviation_pct'])}"
+        status = ", ".join(f"{n}/{len(g)} {s}" for s, n in g["status"].value_counts().sort_index().items())
+        text = f"{coupling}: {status}"
         if coupling_df is not None and not coupling_df.empty:
             c = coupling_df[(coupling_df["fp"] == fp) & (coupling_df["coupling"] == coupling)]
-            both = c[c["both_converged"]]
+            both = c[c["both_converged"].astype(bool)]
             if len(both):
-                it, tm = both["iteration_ratio"], both["time_ratio"]
-                text += (f"; vs damping {it.median():.2f}x fewer iterations (median; range "
-                         f"{it.min():.2f}-{it.max():.2f}x), {tm.median():.2f}x less wall time")
+                text += (f"; iterations: damping/{coupling} = {_median_range(both['iteration_ratio'])}, wall "
+                         f"time: damping/{coupling} = {_median_range(both['time_ratio'])} (above 1: faster "
+                         "than damping)")
             elif len(c):
                 text += "; no pair with damping where both converged"
+        text += f"; mass deviation {_pct_summary(g['mass_deviation_pct'])}"
+        if "min_m" in g and g["min_m"].notna().any():
+            text += f"; min m {g['min_m'].min():.3g}"
         parts.append(text)
     return "; ".join(parts), f"{len(sel)} {fp} runs with Anderson"
+
+
+def _median_range(series, unit: str = "x") -> str:
+    s = pd.Series(series, dtype=float).dropna()
+    if len(s) == 1 or s.min() == s.max():
+        return f"{s.iloc[0]:.2f}{unit}" + (f" (all {len(s)} runs)" if len(s) > 1 else "")
+    return f"{s.median():.2f}{unit} (median of {len(s)}; range {s.min():.2f}-{s.max():.2f}{unit})"
 
 
 def _pct_summary(series) -> str:

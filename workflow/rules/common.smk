@@ -49,6 +49,21 @@ def _check_problems():
 _check_problems()
 
 
+def _check_anderson():
+    """Anderson options are checked by mfg_core.anderson itself (names and ranges) when it exists."""
+    if not set(COUPLINGS) & {"anderson", "anderson_plain"} or _module_missing("mfg_core.anderson"):
+        return
+    from mfg_core.anderson import make_options
+
+    a = config["anderson"]
+    for field, options in (("anderson.options", a["options"]),
+                           ("anderson.plain_options", {**a["options"], **a["plain_options"]})):
+        try:
+            make_options(a["depth"], **options)
+        except ValueError as exc:
+            _config_error(field, str(exc))
+
+
 # ---------------------------------------------------------------------------------------------
 # which runs can run here: a missing library or a feature that has not landed is reported by name
 def _module_missing(name):
@@ -106,6 +121,7 @@ def _plan():
     return runs, skipped
 
 
+_check_anderson()
 RUNS, SKIPPED = _plan()
 for _s in SKIPPED:
     logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "

@@ -15,6 +15,7 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821
     problem = mc.problems.load(settings["name"], **settings["grid"], **settings["params"])
     log.info("problem %s: %r", settings["label"], problem)
     ds = io.problem_to_xarray(problem)
-    ds.attrs.update(io.provenance_attrs(config=snakemake.config, run={"problem": settings}))  # noqa: F821
+    ds.attrs.update(io.provenance_attrs(config=snakemake.config, run={"problem": settings},  # noqa: F821
+                                        repo=snakemake.scriptdir))  # noqa: F821
     io.write_store(ds, snakemake.output[0])  # noqa: F821
     log.info("wrote %s", snakemake.output[0])  # noqa: F821

@@ -58,6 +58,7 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821
     ds.attrs.update(io.provenance_attrs(
         config=snakemake.config, run=run, backend=hjb.backend.name,  # noqa: F821
         backend_version=hjb.backend.version, wall_time=wall, compile_time=compile_time,
+        repo=snakemake.scriptdir,  # noqa: F821 - the git revision of the workflow, wherever it runs
         extra={"status": status, "threads": int(snakemake.threads), "problem": settings["label"],  # noqa: F821
                "fp": run["fp"], "coupling": run["coupling"]},
     ))
