@@ -1,0 +1,193 @@
+"""Backend benchmark: FDM-FDM Picard iterations of ``congestion`` on every installed backend.
+
+For ``N`` in ``SIZES`` (``Nx = Nt = N``) and each installed backend this times full
+``FixedPointIterator`` solves (``thetaUM = 0.5``, a tolerance nobody reaches, so that every run does
+the same fixed number of iterations) after the solvers' ``warmup()`` (jit compilation, reported
+apart), and reports the median over ``RUNS`` runs of the time per Picard iteration (one HJB sweep
+with Newton + one FP sweep + the iterator's numpy bookkeeping, the same for every backend).
+
+The floor is what the arithmetic of one iteration costs at best: one compiled (numba) Thomas solve
+of size ``len(x)`` per Newton step actually taken (counted during the runs) plus one per FP time
+step, i.e. ``(sum of Newton steps + Nt) * t_Thomas``. Each backend's ratio to that floor says how
+much it loses to overheads (dispatch, residual and band evaluation, copies).
+
+Writes ``backends.md`` (a Markdown table with a column saying whether each target is met) and
+``backends.csv`` under ``outdir``. Targets (reported, not asserted): numba and jax at least 5x faster
+than numpy at N = 400; at N = 1600 numba and jax within 3x of the floor, torch within 10x.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import mfg_core as mc
+from mfg_core import backends
+
+SIZES = (100, 400, 1600)
+RUNS = 3
+#: Picard iterations per timed run (fewer on the large grid to keep ``make bench`` short)
+ITERATIONS = {100: 5, 400: 5, 1600: 3}
+SPEEDUP_TARGET = {("numba", 400): 5.0, ("jax", 400): 5.0}
+FLOOR_TARGET = {("numba", 1600): 3.0, ("jax", 1600): 3.0, ("torch", 1600): 10.0}
+
+
+def _thomas_chain():
+    """A compiled textbook Thomas solver run ``reps`` times in a chain (each rhs the last solution)."""
+    from numba import njit
+
+    @njit(cache=True)
+    def chain(a, b, c, d, reps):
+        n = b.shape[0]
+        cp = np.empty(n)
+        x = d.copy()
+        for _ in range(reps):
+            m = 1.0 / b[0]
+            cp[0] = c[0] * m
+            x[0] = x[0] * m
+            for i in range(1, n):
+                m = 1.0 / (b[i] - a[i] * cp[i - 1])
+                cp[i] = c[i] * m
+                x[i] = (x[i] - a[i] * x[i - 1]) * m
+            for i in range(n - 2, -1, -1):
+                x[i] -= cp[i] * x[i + 1]
+        return x
+
+    return chain
+
+
+def thomas_seconds(n: int, reps: int = 2000) -> float:
+    """Seconds for one compiled Thomas solve of size ``n`` (median of 5 timings of ``reps`` solves)."""
+    chain = _thomas_chain()
+    rng = np.random.default_rng(0)
+    # an M-matrix like the scheme's J = I + dt A
+    a = -rng.random(n)
+    c = -rng.random(n)
+    b = 1.0 - a - c
+    d = rng.random(n)
+    chain(a, b, c, d, 2)
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        chain(a, b, c, d, reps)
+        times.append((time.perf_counter() - start) / reps)
+    return statistics.median(times)
+
+
+def time_backend(name: str, N: int) -> dict:
+    """Warm up, then ``RUNS`` timed fixed-iteration solves; per-iteration median and Newton counts."""
+    p = mc.problems.load("congestion", Nx=N, Nt=N)
+    hjb = mc.HJBFDMSolver(p, backend=name)
+    fp = mc.FPFDMSolver(p, backend=name)
+    newton_steps: list[int] = []
+    solve = hjb.solve
+
+    def counting_solve(M):
+        U = solve(M)
+        newton_steps.append(int(np.abs(hjb.newton_iterations).sum()))
+        return U
+
+    hjb.solve = counting_solve
+    it = mc.FixedPointIterator(p, hjb, fp, thetaUM=0.5)
+    compile_seconds = it.warmup()
+    K = ITERATIONS[N]
+    per_iteration = []
+    result = None
+    for _ in range(RUNS):
+        result = it.solve(max_iterations=K, tolerance=1e-300, warmup=False)
+        assert result.iterations == K
+        per_iteration.append(result.wall_time / K)
+    return {
+        "seconds": statistics.median(per_iteration), "all": per_iteration, "compile": compile_seconds,
+        "newton_per_iteration": float(np.mean(newton_steps)), "Nt": p.Nt, "n": p.x.size,
+        "U": result.U, "M": result.M, "iterations": K,
+    }
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def main(outdir: pathlib.Path) -> list[dict]:
+    outdir = pathlib.Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = [b for b in backends.names() if b in backends.available()]
+    rows: list[dict] = []
+    for N in SIZES:
+        runs = {}
+        for name in names:
+            t0 = time.perf_counter()
+            runs[name] = time_backend(name, N)
+            print(f"  N={N:5d} {name:6s} {runs[name]['seconds'] * 1e3:9.2f} ms/iteration "
+                  f"(compile {runs[name]['compile']:.2f} s, total {time.perf_counter() - t0:.1f} s)",
+                  flush=True)
+        base = runs["numpy"]
+        t_thomas = thomas_seconds(base["n"]) if "numba" in names else float("nan")
+        for name, r in runs.items():
+            floor = (r["newton_per_iteration"] + r["Nt"]) * t_thomas
+            speedup = base["seconds"] / r["seconds"]
+            ratio = r["seconds"] / floor
+            target, met = "", ""
+            if (name, N) in SPEEDUP_TARGET:
+                goal = SPEEDUP_TARGET[(name, N)]
+                target, met = f">= {goal:g}x numpy", "yes" if speedup >= goal else "NO"
+            elif (name, N) in FLOOR_TARGET:
+                goal = FLOOR_TARGET[(name, N)]
+                target, met = f"<= {goal:g}x floor", "yes" if ratio <= goal else "NO"
+            diff = max(float(np.max(np.abs(r["U"] - base["U"])) / np.max(np.abs(base["U"]))),
+                       float(np.max(np.abs(r["M"] - base["M"])) / np.max(np.abs(base["M"]))))
+            rows.append({
+                "N": N, "backend": name, "ms_per_iteration": r["seconds"] * 1e3,
+                "runs_ms": " ".join(_fmt(s * 1e3) for s in r["all"]),
+                "speedup_vs_numpy": speedup, "floor_ms": floor * 1e3, "ratio_to_floor": ratio,
+                "newton_steps_per_iteration": r["newton_per_iteration"], "compile_s": r["compile"],
+                "max_rel_diff_vs_numpy": diff, "target": target, "target_met": met,
+            })
+    _write(outdir, rows)
+    return rows
+
+
+def _write(outdir: pathlib.Path, rows: list[dict]) -> None:
+    fields = list(rows[0])
+    with open(outdir / "backends.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    versions = ", ".join(f"{b} {backends.get_backend(b).version}" for b in backends.available())
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    lines = [
+        "# Backend benchmark: FDM-FDM Picard iterations of `congestion`",
+        "",
+        f"`Nx = Nt = N`, thetaUM = 0.5, {RUNS} timed runs after warm-up of "
+        f"{', '.join(f'{k} (N={n})' for n, k in ITERATIONS.items())} iterations; time per Picard "
+        "iteration is the median run's wall time divided by its iterations (HJB with Newton + FP + "
+        "the iterator's bookkeeping). Floor = (Newton steps per iteration + Nt) x one compiled "
+        "(numba) Thomas solve of size len(x). Compile = the solvers' `warmup()` seconds.",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{' '.join(f'{x:.2f}' for x in load)} at the end (other jobs share the cores); Python "
+        f"{platform.python_version()}; {versions}.",
+        "",
+        "| N | backend | ms / iteration | speed-up vs numpy | floor ms | x floor | Newton steps / it. "
+        "| compile s | max rel. diff vs numpy | target | met |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['N']} | {r['backend']} | {r['ms_per_iteration']:.2f} | {r['speedup_vs_numpy']:.2f} | "
+            f"{r['floor_ms']:.2f} | {r['ratio_to_floor']:.2f} | {r['newton_steps_per_iteration']:.0f} | "
+            f"{r['compile_s']:.2f} | {r['max_rel_diff_vs_numpy']:.1e} | {r['target'] or '-'} | "
+            f"{r['target_met'] or '-'} |")
+    (outdir / "backends.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-len(rows) - 2:]))
+
+
+if __name__ == "__main__":  # pragma: no cover - ``python -m benchmarks backends`` is the entry point
+    main(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path("results/bench"))
