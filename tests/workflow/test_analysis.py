@@ -1,0 +1,92 @@
+"""mfg_core.analysis and mfg_core.report on small synthetic and real results (no Snakemake)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mfg_core as mc
+from mfg_core import analysis, io, report
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """Two real runs (damping; numpy and a perturbed copy standing in for a second backend)."""
+    p = mc.problems.load("congestion", Nx=8, Nt=6)
+    res = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), mc.FPFDMSolver(p)).solve(20, 1e-6)
+    ds = res.to_xarray()
+    ds.attrs.update(status="converged", backend="numpy", backend_version="x")
+    other = ds.copy(deep=True)
+    other["u"] = other["u"] * (1 + 1e-3)        # relative difference of U: exactly 1e-3
+    other["mass"] = other["mass"] * 0 + 1.05     # 5% mass deviation
+    other.attrs.update(backend="numba", wall_time=ds.attrs["wall_time"] / 4)
+    return [({"problem": "c", "fp": "fdm", "coupling": "damping", "backend": "numpy"}, ds),
+            ({"problem": "c", "fp": "fdm", "coupling": "damping", "backend": "numba"}, other)]
+
+
+def test_runs_and_mass_tables(runs):
+    table = analysis.runs_table(runs)
+    assert list(table["backend"]) == ["numpy", "numba"]
+    assert table.loc[0, "mass_deviation_pct"] < 1e-10
+    assert table.loc[1, "mass_deviation_pct"] == pytest.approx(5.0)
+    mass = analysis.mass_table(runs)
+    assert mass.loc[1, "max_deviation_over_time_pct"] == pytest.approx(5.0)
+    assert len(analysis.mass_over_time(runs)) == 2 * 7
+
+
+def test_backend_table_speedup_and_agreement(runs):
+    b = analysis.backend_table(runs, reference="numpy").set_index("backend")
+    assert b.loc["numba", "max_rel_diff_U"] == pytest.approx(1e-3, rel=1e-9)
+    assert b.loc["numba", "max_rel_diff_M"] == 0.0
+    assert b.loc["numba", "speedup_wall"] == pytest.approx(4.0)
+    assert b.loc["numpy", "speedup_per_iteration"] == pytest.approx(1.0)
+
+
+def test_max_relative_difference_edge_cases():
+    assert analysis.max_relative_difference(np.ones(3), np.ones(3)) == 0.0
+    assert math.isnan(analysis.max_relative_difference(np.full(3, np.nan), np.ones(3)))
+    assert math.isnan(analysis.max_relative_difference(np.ones(2), np.ones(3)))
+
+
+def test_seed_comparison_says_what_was_not_run(runs):
+    table = analysis.runs_table(runs)
+    seed = analysis.seed_comparison(table, analysis.coupling_table(table),
+                                    analysis.backend_table(runs), reference_backend="numpy")
+    assert list(seed["finding"]) == [f[1] for f in analysis.SEED_FINDINGS]
+    by = seed.set_index("finding")["this study"]
+    assert by.iloc[0].startswith("numba: 4.00x")
+    assert by.iloc[1] == analysis.NOT_RUN  # no particle runs here
+    assert by.iloc[2] == analysis.NOT_RUN and by.iloc[3] == analysis.NOT_RUN
+    assert "378%" in seed["seed report"].iloc[2]
+
+
+def test_coupling_table_ratios():
+    df = pd.DataFrame([
+        dict(problem="c", fp="fdm", backend="numpy", coupling="damping", status="converged", iterations=20,
+             wall_time_s=2.0, mass_deviation_pct=0.0, final_residual=1e-7),
+        dict(problem="c", fp="fdm", backend="numpy", coupling="anderson", status="converged", iterations=5,
+             wall_time_s=1.0, mass_deviation_pct=0.0, final_residual=1e-7),
+    ])
+    c = analysis.coupling_table(df).set_index("coupling")
+    assert c.loc["anderson", "iteration_ratio"] == 4.0 and c.loc["anderson", "time_ratio"] == 2.0
+    assert bool(c.loc["anderson", "both_converged"])
+    with pytest.raises(ValueError, match="lacks columns"):
+        analysis.coupling_table(df.drop(columns=["status"]))
+
+
+def test_report_html_is_self_contained(runs, tmp_path):
+    table = analysis.runs_table(runs)
+    fig = report.residual_figure("c", runs, {"fdm": 1e-6})
+    png = io.save_figure(fig, tmp_path / "r.png")
+    seed = analysis.seed_comparison(table, None, None)
+    page = report.render_report(study="t<x>", seed=seed, sections=[
+        {"title": "Runs", "text": "a & b", "tables": [("all", table)], "figures": [("res", png)]}],
+        what_was_run={"config": {"study": "t"}})
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "t&lt;x&gt;" in page and "a &amp; b" in page  # escaped
+    assert page.index("Seed report findings") < page.index("<h2>Runs</h2>")
+    assert "src='r.png'" not in page and "http" not in page.split("<body>")[1]
+    io.write_text(tmp_path / "fake.png", "text")
+    with pytest.raises(ValueError, match="not a PNG"):
+        report.png_data_uri(tmp_path / "fake.png")

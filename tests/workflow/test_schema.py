@@ -1,0 +1,88 @@
+"""The config schema: documented, strict, and in step with mfg_core's names."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import mfg_core as mc
+import importlib
+
+anderson = importlib.import_module("mfg_core.anderson")
+comparison = importlib.import_module("mfg_core.comparison")
+# (not `from mfg_core import kde`: mfg_core.__getattr__ recurses on it, reported to the lead)
+kde = importlib.import_module("mfg_core.kde")
+
+SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+
+# Keys deliberately without a default: a default would be injected by snakemake.utils.validate and
+# override the named problem's own grid value, a run filter, or an mfg_core.anderson default.
+NO_DEFAULT = ("problems.*.grid.", "exclude.*.", "$defs.anderson_options.")
+
+
+def _walk(node, path=""):
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}{key}", sub
+        yield from _walk(sub, f"{path}{key}.")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _walk(node["additionalProperties"], f"{path}*.")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}*.")
+
+
+def all_properties():
+    yield from _walk(SCHEMA)
+    for name, sub in SCHEMA.get("$defs", {}).items():
+        yield from _walk(sub, f"$defs.{name}.")
+
+
+def test_every_key_has_a_description_and_the_right_defaults():
+    props = list(all_properties())
+    assert len(props) > 40
+    for path, sub in props:
+        assert sub.get("description"), f"{path} has no description"
+        if not path.startswith(NO_DEFAULT):
+            assert "default" in sub, f"{path} has no default"
+        else:
+            assert "default" not in sub, f"{path} must not inject a default"
+
+
+def test_every_object_rejects_unknown_keys():
+    def objects(node, path="config"):
+        if node.get("type") == "object" and "properties" in node:
+            yield path, node
+        for key, sub in node.get("properties", {}).items():
+            yield from objects(sub, f"{path}.{key}")
+        for k in ("additionalProperties", "items"):
+            if isinstance(node.get(k), dict):
+                yield from objects(node[k], f"{path}.*")
+        for name, sub in node.get("$defs", {}).items():
+            yield from objects(sub, f"$defs.{name}")
+
+    found = list(objects(SCHEMA))
+    assert len(found) >= 8
+    for path, node in found:
+        assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+
+
+def test_enums_match_mfg_core():
+    p = SCHEMA["properties"]
+    assert p["problems"]["additionalProperties"]["properties"]["name"]["enum"] == mc.problems.names()
+    assert p["backends"]["items"]["enum"] == mc.backends.names()
+    assert p["reference_backend"]["enum"] == mc.backends.names()
+    assert p["exclude"]["items"]["properties"]["backend"]["enum"] == mc.backends.names()
+    rules = p["particle"]["properties"]["bandwidth"]["oneOf"][0]["enum"]
+    assert tuple(rules) == tuple(kde.BANDWIDTH_RULES)
+    opts = SCHEMA["$defs"]["anderson_options"]["properties"]
+    assert set(opts) == set(anderson.OPTION_NAMES) - {"depth"}
+    # plain = every safeguard off, exactly as the Anderson comparison defines it
+    assert p["anderson"]["properties"]["plain_options"]["default"] == comparison.PLAIN_OPTIONS
+
+
+@pytest.mark.parametrize("name", ["config/config.yaml", *sorted(
+    str(q.relative_to(Path(__file__).resolve().parents[2]))
+    for q in (Path(__file__).resolve().parents[2] / "config/studies").glob("*.yaml"))])
+def test_shipped_configs_validate(name):
+    jsonschema = pytest.importorskip("jsonschema")
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / name).read_text())
+    jsonschema.Draft202012Validator(SCHEMA).validate(cfg)
