@@ -61,6 +61,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy.linalg import qr_multiply, solve_triangular
 
 ACCELERATE = ("both", "U", "M")
 
@@ -178,19 +179,25 @@ class StepInfo:
 
 
 def solve_least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> np.ndarray:
-    """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR of ``[A; sqrt(reg) I]``.
+    """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR, never the normal equations.
 
-    Kept as a module-level function so that tests can inject a failing solve.
+    ``A = Q R`` (reduced, LAPACK ``geqrf``) turns the tall problem into the small one ``||R g - Q^T b||^2 +
+    reg ||g||^2`` (the part of ``b`` outside ``range(A)`` is a constant), which is solved by a second
+    QR of the ``2n x n`` stack ``[R; sqrt(reg) I]``. Kept as a module-level function so that tests
+    can inject a failing solve.
     """
-    n = A.shape[1]
-    if regularization > 0:
-        A = np.vstack([A, math.sqrt(regularization) * np.eye(n)])
-        b = np.concatenate([b, np.zeros(n)])
-    Q, R = np.linalg.qr(A, mode="reduced")
-    # R is upper triangular: back substitution (scipy's solve_triangular, no normal equations)
-    from scipy.linalg import solve_triangular
+    # qr_multiply applies the Householder reflectors to b without forming Q (5x cheaper than Q itself)
+    c, R = qr_multiply(A, b, mode="right")
+    return _solve_small(R, c, regularization)
 
-    return solve_triangular(R, Q.T @ b, lower=False, check_finite=False)
+
+def _solve_small(R: np.ndarray, c: np.ndarray, regularization: float) -> np.ndarray:
+    n = R.shape[1]
+    if regularization > 0:
+        R2 = np.linalg.qr(np.vstack([R, math.sqrt(regularization) * np.eye(n)]), mode="reduced")
+        Q2, R = R2
+        c = Q2.T @ np.concatenate([c, np.zeros(n)])
+    return solve_triangular(R, c, lower=False, check_finite=False)
 
 
 class AndersonMixer:

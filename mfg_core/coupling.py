@@ -218,9 +218,10 @@ class FixedPointIterator:
 
     @staticmethod
     def _stop_reason(hist, best, max_iterations, tolerance, key_U="res_U", key_M="res_M"):
-        res = max(hist[key_U][-1], hist[key_M][-1])
-        tail = np.maximum(hist[key_U], hist[key_M])[-10:]
-        trend = ("stagnating/oscillating" if tail.min() > 0.5 * tail[0] else "still decreasing")
+        # fmax/nanmin: an Anderson point the map could not evaluate has a NaN residual
+        res = float(np.fmax(hist[key_U][-1], hist[key_M][-1]))
+        tail = np.fmax(hist[key_U], hist[key_M])[-10:]
+        trend = ("stagnating/oscillating" if np.nanmin(tail) > 0.5 * tail[0] else "still decreasing")
         return (f"max_iterations={max_iterations} reached with residual {res:.3e} > tolerance "
                 f"{tolerance:g} ({trend}; min residual {min(best, res):.3e})")
 
