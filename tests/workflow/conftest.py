@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def run_snakemake(*args, cwd=ROOT, timeout=600, check=False):
+def _run_snakemake(*args, cwd=ROOT, timeout=600, check=False):
     """Run ``snakemake -s <repo>/Snakefile <args>`` in ``cwd``; returns the CompletedProcess."""
     if not SNAKEMAKE.exists():
         pytest.skip(f"snakemake not installed next to {sys.executable}")
@@ -23,3 +23,9 @@ def run_snakemake(*args, cwd=ROOT, timeout=600, check=False):
         raise AssertionError(f"snakemake {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def run_snakemake():
+    """The function ``run_snakemake(*args, cwd=..., timeout=...)`` (a fixture: test dirs are not packages)."""
+    return _run_snakemake

@@ -4,17 +4,35 @@
 # config fails before any job starts and the message names the offending field.
 
 import importlib.util
-import json
+import os
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 
-validate(config, "../schemas/config.schema.yaml")
-
-
 def _config_error(field, message):
     raise WorkflowError(f"Invalid config: {field}: {message}")
+
+
+def _check_schema():
+    """Every schema violation on one line naming its field (snakemake's own message would print the
+    whole schema after the first violation); then validate() fills in the defaults."""
+    import jsonschema
+    import yaml
+
+    with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")) as f:
+        schema = yaml.safe_load(f)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
+                 for e in errors]
+        raise WorkflowError("Invalid config (schema workflow/schemas/config.schema.yaml):\n"
+                            + "\n".join(lines))
+
+
+_check_schema()
+validate(config, "../schemas/config.schema.yaml")
 
 
 STUDY = config["study"]
