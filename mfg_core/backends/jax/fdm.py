@@ -11,7 +11,8 @@ for the derivation):
     FP step (discrete adjoint): (I + dt A(u^n))^T mu^{n+1} = mu^n, mu = trapezoidal weights * m.
 
 How it runs: one ``jax.jit`` per sweep, ``lax.scan`` over time, Newton as a ``lax.while_loop``
-(the solve is skipped by ``lax.cond`` once the residual test passes). Tridiagonal systems go through
+whose state carries the residual and bands of the current iterate (one solve + one residual per
+pass). Tridiagonal systems go through
 ``jax.lax.linalg.tridiagonal_solve``, which on CPU lowers to LAPACK ``dgtsv`` -- the routine the
 numpy reference calls -- so both backends round alike. Periodic systems use the reference's
 Sherman-Morrison split (one ``gtsv`` with two right-hand sides).
@@ -58,20 +59,22 @@ def _bands(a_plus, a_minus, dt, dx, nu, periodic: bool):
     lower = dt * (-nu / (dx * dx) - a_minus / dx)
     upper = dt * (-nu / (dx * dx) + a_plus / dx)
     if not periodic:
-        # the ghost node folds the outer band into the inner one (as in the reference)
-        lower0, upper_last = lower[..., 0], upper[..., -1]
-        upper = upper.at[..., 0].add(lower0).at[..., -1].set(0.0)
-        lower = lower.at[..., -1].add(upper_last).at[..., 0].set(0.0)
+        # the ghost node folds the outer band into the inner one (as in the reference); written
+        # elementwise so that XLA fuses it with the rest of the band computation
+        i = lax.broadcasted_iota(jnp.int32, lower.shape, lower.ndim - 1)
+        first, last = i == 0, i == lower.shape[-1] - 1
+        lower, upper = (jnp.where(last, lower + upper, jnp.where(first, 0.0, lower)),
+                        jnp.where(first, upper + lower, jnp.where(last, 0.0, upper)))
     diag = 1.0 - lower - upper
     return lower, diag, upper
 
 
 def _solve(lower, diag, upper, rhs, periodic: bool):
     """Solve ``J x = rhs`` (cyclic if ``periodic``) with LAPACK gtsv via ``tridiagonal_solve``."""
+    if not periodic:  # the wall fold already zeroed lower[0] and upper[-1]
+        return tridiagonal_solve(lower, diag, upper, rhs[:, None])[:, 0]
     dl = lower.at[0].set(0.0)
     du = upper.at[-1].set(0.0)
-    if not periodic:
-        return tridiagonal_solve(dl, diag, du, rhs[:, None])[:, 0]
     alpha = upper[-1]  # J[N-1, 0]
     beta = lower[0]  # J[0, N-1]
     gamma = -diag[0]
@@ -85,37 +88,37 @@ def _solve(lower, diag, upper, rhs, periodic: bool):
 
 @functools.partial(jax.jit, static_argnames=("periodic",))
 def _hjb_sweep(source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter, *, periodic):
-    def residual(u, unext, src):
+    def linearise(u, unext, src):
+        """Residual, Jacobian bands, ``max(1, max|u|)`` and the residual test at ``u``."""
         a_plus, a_minus, ham, lap = _upwind(u, dx, lam, periodic)
         res = u - unext + dt * (-nu * lap + ham - src)
-        return res, a_plus, a_minus
+        bands = _bands(a_plus, a_minus, dt, dx, nu, periodic)
+        scale = jnp.maximum(1.0, jnp.max(jnp.abs(u)))
+        return res, bands, scale, jnp.max(jnp.abs(res)) <= newton_tol * scale
 
     def step(unext, src):
+        # The loop state carries the linearisation at the current iterate, so that each pass is one
+        # solve + one residual and no lax.cond is needed. ``it`` counts the Newton updates made;
+        # status 1 = residual test passed at ``u``, 2 = update at round-off: as the reference, the
+        # step then reports ``it`` iterations.
         def cond(state):
-            it, _, _, done = state
-            return jnp.logical_and(jnp.logical_not(done), it <= newton_maxiter)
+            it, _, _, _, _, status = state
+            return jnp.logical_and(status == 0, it < newton_maxiter)
 
         def body(state):
-            it, u, _, _ = state
-            res, a_plus, a_minus = residual(u, unext, src)
-            scale = jnp.maximum(1.0, jnp.max(jnp.abs(u)))
-            conv = jnp.max(jnp.abs(res)) <= newton_tol * scale
+            it, u, res, (lower, diag, upper), scale, _ = state
+            delta = _solve(lower, diag, upper, -res, periodic)
+            u = u + delta
+            tiny = jnp.max(jnp.abs(delta)) <= _ROUNDOFF * scale
+            res, bands, scale, conv = linearise(u, unext, src)
+            status = jnp.where(tiny, 2, jnp.where(conv, 1, 0))
+            return it + 1, u, res, bands, scale, status
 
-            def newton(_):
-                lower, diag, upper = _bands(a_plus, a_minus, dt, dx, nu, periodic)
-                delta = _solve(lower, diag, upper, -res, periodic)
-                return u + delta, jnp.max(jnp.abs(delta)) <= _ROUNDOFF * scale
-
-            u_new, tiny = lax.cond(conv, lambda _: (u, jnp.asarray(False)), newton, None)
-            count = jnp.where(conv, it - 1, it)
-            return it + 1, u_new, count, jnp.logical_or(conv, tiny)
-
-        init = (jnp.asarray(1, jnp.int64), unext, jnp.asarray(0, jnp.int64), jnp.asarray(False))
-        _, u, count, done = lax.while_loop(cond, body, init)
-        # tolerance not reached within newton_maxiter steps: one last residual test, as the reference
-        res, _, _ = residual(u, unext, src)
-        ok = jnp.max(jnp.abs(res)) <= newton_tol * jnp.maximum(1.0, jnp.max(jnp.abs(u)))
-        count = jnp.where(done, count, jnp.where(ok, newton_maxiter, -newton_maxiter))
+        res, bands, scale, conv = linearise(unext, unext, src)
+        init = (jnp.asarray(0, jnp.int64), unext, res, bands, scale, jnp.where(conv, 1, 0))
+        it, u, _, _, _, status = lax.while_loop(cond, body, init)
+        # status 0: newton_maxiter updates made and the last residual test failed
+        count = jnp.where(status == 0, -newton_maxiter, it)
         return u, (u, count)
 
     _, (U_rev, its_rev) = lax.scan(step, terminal, source[1:][::-1])
