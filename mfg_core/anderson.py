@@ -107,7 +107,7 @@ class AndersonOptions:
     regularization : Tikhonov weight ``reg >= 0`` of (1), relative to the column norms.
     restart_condition : drop the history when the condition number of the (column-scaled)
         least-squares matrix exceeds this (> 1).
-    beta : damping of the accelerated step (2), in (0, 1].
+    beta : damping of the accelerated step (2), in (0, 1] (default 0.7, see the comment below).
     accelerate : ``"both"`` (state ``(U, M)``), ``"M"`` (state ``M``, map ``M -> FP(HJB(M))``) or
         ``"U"`` (state ``U``, map ``U -> HJB(FP(U))``). The other field follows the map.
     residual_check, residual_growth, restart_on_reject : the residual-decrease safeguard.
@@ -118,7 +118,10 @@ class AndersonOptions:
     depth: int = 5
     regularization: float = 1e-12
     restart_condition: float = 1e10
-    beta: float = 1.0
+    # beta = 0.7 rather than the textbook 1: measured at Nx = Nt = 50, depth 5, tol 1e-8, it never
+    # costs iterations and saves many under strong coupling (congestion 16 -> 15, evacuation 15 -> 15,
+    # congestion_strong 56 -> 35 with FDM-FP, 58 -> 38 with particle FP).
+    beta: float = 0.7
     accelerate: str = "both"
     residual_check: bool = True
     residual_growth: float = 1.0
@@ -209,7 +212,7 @@ class AndersonMixer:
     """
 
     def __init__(self, depth: int = 5, regularization: float = 1e-12, restart_condition: float = 1e10,
-                 beta: float = 1.0, weights: np.ndarray | None = None):
+                 beta: float = 0.7, weights: np.ndarray | None = None):
         opts = make_options(depth, regularization=regularization, restart_condition=restart_condition,
                             beta=beta)
         self.depth = opts.depth

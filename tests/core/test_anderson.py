@@ -224,7 +224,7 @@ def test_weak_coupling_anderson_needs_at_most_0_6x_the_iterations_of_damping_sam
     acc = fdm_iterator(p, thetaUM=0.5, use_anderson=True).solve(max_iterations=200, tolerance=1e-10)
     assert damp.converged and acc.converged, (damp.reason, acc.reason)
     assert damp.iterations > 25  # measured 39
-    assert acc.iterations <= 0.6 * damp.iterations, (acc.iterations, damp.iterations)  # measured 19
+    assert acc.iterations <= 0.6 * damp.iterations, (acc.iterations, damp.iterations)  # measured 17
     assert np.abs(acc.U - damp.U).max() < 1e-8
     assert np.abs(acc.M - damp.M).max() < 1e-8
     assert np.all(acc.history["mass_error"] <= 1e-12) and np.all(acc.history["min_M"] >= 0)
@@ -247,7 +247,7 @@ def test_strong_coupling_damping_fails_anderson_defaults_converge():
     tail = np.maximum(damp.history["fp_res_U"], damp.history["fp_res_M"])[-20:]
     assert tail.min() > 0.1  # oscillates at O(1): measured 0.5..0.9
     acc = fdm_iterator(p, thetaUM=0.5, use_anderson=True).solve(max_iterations=150, tolerance=1e-8)
-    assert acc.converged, acc.reason  # measured 56 iterations, 12 rejected points
+    assert acc.converged, acc.reason  # measured 35 iterations, 4 rejected points
     h = acc.history
     assert np.all(h["mass_error"] <= 1e-12) and np.all(h["min_M"] >= 0.0)
     # the converged pair is a fixed point of the Picard map
@@ -274,7 +274,7 @@ def test_residual_check_rejects_exactly_the_points_whose_residual_grew():
             assert h["anderson_status"][k] == aa.STATUS_REJECTED and not aa_step[k]
     # without positivity and residual check, the same problem produces negative densities
     plain = fdm_iterator(p, thetaUM=0.5, use_anderson=True, **PLAIN).solve(max_iterations=150, tolerance=1e-8)
-    assert plain.history["min_M"].min() < -0.1  # measured -0.86 at N = 50
+    assert plain.history["min_M"].min() < -0.1  # measured -0.42 (N = 30), -0.62 (N = 50)
     assert np.all(plain.history["accepted"])
     assert np.all(plain.history["mass_error"] <= 1e-12)  # an affine combination keeps the mass
 
@@ -304,14 +304,16 @@ def particle_iterator(name, seed, crn, **kw):
 def test_plain_anderson_on_particles_documented():
     """What the predecessor's setting (no safeguards, fresh random numbers) really does.
 
-    Measured over seeds 0-3 at N = 2000 particles, congestion_strong, 60 iterations:
+    Measured over seeds 0-3 at N = 2000 particles, congestion_strong, 40 iterations (default
+    beta = 0.7; with beta = 1 the numbers are similar, min m -0.86 .. -0.95):
     * the discrete mass stays 1 to ~1e-15 (Anderson's step is an affine combination of densities
       of mass 1): the reported "378 % mass deviation" is not reproduced;
-    * positivity is lost badly: min m = -0.86 .. -0.95 (max m ~ 5), i.e. ~15 % of the mass in
-      negative parts;
-    * it never converges: the fixed-point residual stalls at the Monte-Carlo noise floor, ~4-5e-2,
-      where damping (thetaUM = 0.5) on this problem stays at 0.5-0.9 (damping does not converge at
-      all for kappa = 5, with or without noise).
+    * positivity is lost badly: min m = -0.53 .. -0.88 (max m ~ 5); with beta = 1, ~15 % of the
+      mass sits in negative parts (sum(w |m|) ~ 1.15);
+    * it never converges, nor explodes: the fixed-point residual stalls at the Monte-Carlo noise
+      floor, min ~3.5e-2, median of the last 10 ~5e-2, where damping (thetaUM = 0.5) on this
+      problem stays at 0.5-0.9 (damping does not converge at all for kappa = 5). The least-squares
+      condition numbers stay below ~30: the noise does not make the problem ill-conditioned.
     """
     for seed in (0, 1):
         it, _ = particle_iterator("congestion_strong", seed, crn=False, use_anderson=True, **PLAIN)
@@ -330,7 +332,7 @@ def test_plain_anderson_on_particles_documented():
 def test_safeguarded_anderson_on_particles_converges_with_exact_mass_and_positivity():
     it, fp = particle_iterator("congestion_strong", 0, crn=False, use_anderson=True)
     r = it.solve(max_iterations=80, tolerance=1e-6)
-    assert r.converged, r.reason  # measured 49 iterations, 10 rejected points
+    assert r.converged, r.reason  # measured 31 iterations, 3 rejected points
     h = r.history
     assert np.all(h["mass_error"] <= 1e-12)
     assert np.all(h["min_M"] >= 0.0)

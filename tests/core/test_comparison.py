@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import mfg_core as mc
+from mfg_core.anderson import AndersonOptions
 from mfg_core.comparison import HISTORY_COLUMNS, TABLE_COLUMNS, compare_coupling
 
 SMALL = dict(Nx=30, Nt=30)
@@ -54,7 +55,7 @@ def test_invariants_of_every_row(comparison):
         if row.method == "damping":
             assert row.rejected == 0 and row.depth == 0
         else:
-            assert row.depth == 5 and row.beta == 1.0
+            assert row.depth == 5 and row.beta == AndersonOptions().beta
     fdm = table[table["fp"] == "fdm"]
     assert fdm["num_particles"].isna().all() and not fdm["common_random_numbers"].any()
     part = table[table["fp"] == "particle"]
