@@ -27,9 +27,9 @@ relatively, like the iterator's relative-change criterion).
 
 Solving (1). The columns of ``sqrt(W) dF`` are scaled to unit length (the solution of (1) does not
 depend on that scaling, only its conditioning does), and the augmented system
-``[A; sqrt(reg) I] g = [b; 0]`` is solved by a Householder QR (``numpy.linalg.qr``) and a triangular
-solve -- never by the normal equations, which square the condition number. The condition number of
-the column-scaled ``A`` (its singular values) measures linear dependence of the history; above
+``[A; sqrt(reg) I] g = [b; 0]`` is solved by Householder QR (:func:`least_squares`) and a
+triangular solve -- never by the normal equations, which square the condition number. The
+condition number of the column-scaled ``A`` (from ``R``) measures linear dependence of the history; above
 ``restart_condition`` the history is dropped (restart) and the caller falls back to a damped Picard
 step. A non-finite least-squares solution (NaN in the history or a breakdown) is treated the same
 way and never reaches the iterate.
@@ -181,26 +181,33 @@ class StepInfo:
     alpha: np.ndarray | None = None
 
 
-def solve_least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> np.ndarray:
-    """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR, never the normal equations.
+def least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> tuple[np.ndarray, float]:
+    """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR (never the normal equations), and
+    the condition number of ``A``.
 
-    ``A = Q R`` (reduced, LAPACK ``geqrf``) turns the tall problem into the small one ``||R g - Q^T b||^2 +
-    reg ||g||^2`` (the part of ``b`` outside ``range(A)`` is a constant), which is solved by a second
-    QR of the ``2n x n`` stack ``[R; sqrt(reg) I]``. Kept as a module-level function so that tests
-    can inject a failing solve.
+    ``A = Q R`` (reduced, LAPACK ``geqrf`` through ``scipy.linalg.qr_multiply``, which applies the
+    reflectors to ``b`` without forming ``Q``) turns the tall problem into the small one
+    ``||R g - Q^T b||^2 + reg ||g||^2`` (the part of ``b`` outside ``range(A)`` is a constant),
+    solved by a second QR of the ``2n x n`` stack ``[R; sqrt(reg) I]``. ``cond(A) = cond(R)``, from
+    the singular values of the small ``R``. One tall factorisation per step: on a shared machine
+    every multi-threaded BLAS call on the long vectors costs far more than its flops.
+    Kept as a module-level function so that tests can inject a failing solve.
     """
-    # qr_multiply applies the Householder reflectors to b without forming Q (5x cheaper than Q itself)
     c, R = qr_multiply(A, b, mode="right")
-    return _solve_small(R, c, regularization)
-
-
-def _solve_small(R: np.ndarray, c: np.ndarray, regularization: float) -> np.ndarray:
+    sv = np.linalg.svd(R, compute_uv=False)
+    cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
     n = R.shape[1]
     if regularization > 0:
-        R2 = np.linalg.qr(np.vstack([R, math.sqrt(regularization) * np.eye(n)]), mode="reduced")
-        Q2, R = R2
+        Q2, R = np.linalg.qr(np.vstack([R, math.sqrt(regularization) * np.eye(n)]), mode="reduced")
         c = Q2.T @ np.concatenate([c, np.zeros(n)])
-    return solve_triangular(R, c, lower=False, check_finite=False)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gamma = solve_triangular(R, c, lower=False, check_finite=False)
+    return gamma, cond
+
+
+def _sq_norm(v: np.ndarray, axis=None):
+    # elementwise, not BLAS dot: see least_squares
+    return np.sum(v * v, axis=axis)
 
 
 class AndersonMixer:
@@ -238,7 +245,7 @@ class AndersonMixer:
     def norm(self, v: np.ndarray) -> float:
         """The weighted norm ``||v||_W``."""
         v = v if self.sqrt_w is None else self.sqrt_w * v
-        return float(np.linalg.norm(v))
+        return math.sqrt(float(_sq_norm(v)))
 
     def push(self, x: np.ndarray, g: np.ndarray) -> None:
         """Record the pair ``(x, G(x))`` (oldest pairs beyond ``depth + 1`` are dropped)."""
@@ -272,27 +279,28 @@ class AndersonMixer:
             # keep the newest pair only if it is itself usable as a restart point
             self.reset(keep_last=bool(np.all(np.isfinite(x)) and np.all(np.isfinite(f))))
             return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
-        scale = np.linalg.norm(A, axis=0)
+        scale = np.sqrt(_sq_norm(A, axis=0))
         if np.any(scale == 0.0):
             # a repeated residual: the difference is zero, the problem singular
             self.reset()
             return StepInfo(None, STATUS_RESTART, condition=math.inf, columns=dX.shape[1])
-        As = A / scale
         try:
-            sv = np.linalg.svd(As, compute_uv=False)
-        except np.linalg.LinAlgError:
+            # columns scaled to unit length: the solution does not depend on it, the condition does
+            gamma, cond = least_squares(A / scale, b, self.regularization)
+            gamma = np.asarray(gamma, dtype=np.float64) / scale
+        except (np.linalg.LinAlgError, ValueError):
             self.reset()
             return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
-        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
         if not cond <= self.restart_condition:  # also catches NaN
             self.reset()
             return StepInfo(None, STATUS_RESTART, condition=cond, columns=dX.shape[1])
-        try:
-            gamma = solve_least_squares(As, b, self.regularization) / scale
-        except (np.linalg.LinAlgError, ValueError):
-            gamma = np.full(dX.shape[1], np.nan)
-        x_next = x + self.beta * f - (dX + self.beta * dF) @ gamma if np.all(np.isfinite(gamma)) else None
-        if x_next is None or not np.all(np.isfinite(x_next)):
+        if not np.all(np.isfinite(gamma)):
+            self.reset()
+            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=dX.shape[1])
+        x_next = x + self.beta * f
+        for j in range(gamma.size):  # column by column: elementwise, no BLAS gemv on the long vectors
+            x_next -= gamma[j] * (dX[:, j] + self.beta * dF[:, j])
+        if not np.all(np.isfinite(x_next)):
             self.reset()
             return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=dX.shape[1])
         # alpha: the affine weights of (2) over the stored pairs, oldest first
@@ -310,9 +318,9 @@ def project_density(M: np.ndarray, weights: np.ndarray) -> np.ndarray:
     after a wild extrapolation) is replaced by the uniform density.
     """
     M = np.maximum(M, 0.0)
-    mass = M @ weights
+    mass = np.sum(M * weights, axis=1)
     bad = ~(mass > 0) | ~np.isfinite(mass)
     if np.any(bad):
         M[bad] = 1.0 / float(np.sum(weights))
-        mass = M @ weights
+        mass = np.sum(M * weights, axis=1)
     return M / mass[:, None]

@@ -104,15 +104,16 @@ def test_step_is_the_affine_combination_of_the_damped_points():
     np.testing.assert_allclose(info.x_next, combo, rtol=1e-12, atol=1e-12)
 
 
-def test_least_squares_by_qr_matches_the_regularised_solution():
+def test_least_squares_by_qr_matches_the_regularised_solution_and_condition():
     rng = np.random.default_rng(0)
-    A = rng.standard_normal((40, 4))
+    A = rng.standard_normal((40, 4)) * np.array([1.0, 10.0, 0.1, 3.0])
     rhs = rng.standard_normal(40)
-    np.testing.assert_allclose(aa.solve_least_squares(A, rhs, 0.0), np.linalg.lstsq(A, rhs, rcond=None)[0],
-                               rtol=1e-12)
+    gamma, cond = aa.least_squares(A, rhs, 0.0)
+    np.testing.assert_allclose(gamma, np.linalg.lstsq(A, rhs, rcond=None)[0], rtol=1e-12)
+    assert cond == pytest.approx(np.linalg.cond(A), rel=1e-10)
     reg = 0.3  # reference by the normal equations: fine for this well-conditioned 4-column test
     ref = np.linalg.solve(A.T @ A + reg * np.eye(4), A.T @ rhs)
-    np.testing.assert_allclose(aa.solve_least_squares(A, rhs, reg), ref, rtol=1e-10)
+    np.testing.assert_allclose(aa.least_squares(A, rhs, reg)[0], ref, rtol=1e-10)
 
 
 def test_ill_conditioned_history_restarts_and_asks_for_the_fallback():
@@ -159,9 +160,9 @@ def test_nan_least_squares_never_poisons_the_iterate_and_falls_back_to_damping(m
     ref = fdm_iterator(p, thetaUM=0.5).solve(max_iterations=6, tolerance=1e-14)
 
     def broken(A, b, regularization):
-        return np.full(A.shape[1], np.nan)
+        return np.full(A.shape[1], np.nan), 1.0
 
-    monkeypatch.setattr(aa, "solve_least_squares", broken)
+    monkeypatch.setattr(aa, "least_squares", broken)
     r = fdm_iterator(p, thetaUM=0.5, use_anderson=True).solve(max_iterations=6, tolerance=1e-14)
     st = r.history["anderson_status"]
     assert st[0] == aa.STATUS_NO_HISTORY
