@@ -305,7 +305,14 @@ def _measured_anderson(runs_df, coupling_df, fp):
                          f"time: damping/{coupling} = {_median_range(both['time_ratio'])} (above 1: faster "
                          "than damping)")
             elif len(c):
-                text += "; no pair with damping where both converged"
+                ref = c["reference_status"].value_counts().to_dict()
+                text += (f"; no pair with damping where both converged (damping: "
+                         + ", ".join(f"{n} {k}" for k, n in sorted(ref.items())) + ")")
+        if "final_residual" in g:
+            damp = runs_df[(runs_df["fp"] == fp) & (runs_df["coupling"] == "damping")]["final_residual"]
+            text += f"; final residual {_median_range(g['final_residual'], '', '.2e')}"
+            if len(damp.dropna()):
+                text += f" (damping: {_median_range(damp, '', '.2e')})"
         text += f"; mass deviation {_pct_summary(g['mass_deviation_pct'])}"
         if "min_m" in g and g["min_m"].notna().any():
             text += f"; min m {g['min_m'].min():.3g}"
@@ -313,11 +320,13 @@ def _measured_anderson(runs_df, coupling_df, fp):
     return "; ".join(parts), f"{len(sel)} {fp} runs with Anderson"
 
 
-def _median_range(series, unit: str = "x") -> str:
+def _median_range(series, unit: str = "x", fmt: str = ".2f") -> str:
     s = pd.Series(series, dtype=float).dropna()
-    if len(s) == 1 or s.min() == s.max():
-        return f"{s.iloc[0]:.2f}{unit}" + (f" (all {len(s)} runs)" if len(s) > 1 else "")
-    return f"{s.median():.2f}{unit} (median of {len(s)}; range {s.min():.2f}-{s.max():.2f}{unit})"
+    if s.empty:
+        return "no data"
+    if len(s) == 1 or np.isclose(s.min(), s.max(), rtol=1e-6, atol=0):
+        return f"{s.iloc[0]:{fmt}}{unit}" + (f" (all {len(s)} runs)" if len(s) > 1 else "")
+    return f"{s.median():{fmt}}{unit} (median of {len(s)}; range {s.min():{fmt}} to {s.max():{fmt}}{unit})"
 
 
 def _pct_summary(series) -> str:
