@@ -43,8 +43,9 @@ Safeguards (applied by :class:`mfg_core.FixedPointIterator`, each switchable)
     damped Picard step ``x_acc + thetaUM f_acc``. The evaluated pair ``(x_{k+1}, G(x_{k+1}))`` is
     still a valid secant of ``G`` and stays in the history unless ``restart_on_reject``.
 ``positivity``
-    After every accelerated step, ``M <- max(M, 0)`` and each time slice is rescaled to discrete
-    mass 1 (``sum(weights * M[n]) = 1``): the extrapolation (2) can produce negative densities.
+    After every step (accelerated or fallback), ``M <- max(M, 0)`` and each time slice is rescaled
+    to discrete mass 1 (``sum(weights * M[n]) = 1``): the extrapolation (2) can produce negative
+    densities, and a particle density is only as normalised as its KDE.
 ``common_random_numbers``
     A particle FP solver (one exposing ``common_random_numbers``) is switched to reuse the same
     random numbers at every call for the duration of the solve, which makes ``G`` deterministic; a

@@ -97,6 +97,8 @@ class FixedPointIterator:
         self.thetaUM = theta
         self.use_anderson = bool(use_anderson)
         # validated before any work: bad depth / regularisation / beta raise ValueError naming them
+        if "depth" in anderson_options:
+            raise ValueError("give the Anderson depth as anderson_depth=, not depth=")
         self.anderson = _aa.make_options(anderson_depth, **anderson_options)
         self.anderson_depth = self.anderson.depth
         self.anderson_options = anderson_options

@@ -54,6 +54,8 @@ def test_unknown_option_is_rejected_even_without_anderson():
     p = mc.problems.load("congestion", Nx=10, Nt=5)
     with pytest.raises(ValueError, match="regularisation"):
         fdm_iterator(p, use_anderson=False, regularisation=1e-3)
+    with pytest.raises(ValueError, match="anderson_depth"):
+        fdm_iterator(p, use_anderson=True, depth=3)
 
 
 # ---------------------------------------------------------------------------------------------
