@@ -22,14 +22,17 @@ to eliminate the unknowns ``x_{i-s}`` and ``x_{i+s}``; the new equation couples 
 the array (an identity row stays one under the update). On strictly diagonally dominant matrices
 (ours are M-matrices) ``|alpha|, |gamma| < 1`` and the off-diagonals shrink at every level, so PCR
 is stable; it rounds differently from LAPACK ``gtsv`` (the reference), by a few ulps times the
-condition number of ``J`` (close to 1 here). ``ceil(log2 N)`` levels of about 15 tensor ops each
+condition number of ``J`` (close to 1 here). ``ceil(log2 N)`` levels of 9 tensor ops each
 replace ``N`` sequential steps: for ``N`` in the thousands the cost is the per-op dispatch of
 torch, not arithmetic. Periodic systems use the reference's Sherman-Morrison split (two
 right-hand sides through one PCR).
 
-``torch.compile`` is not used: it does not pay off here. Measured (torch 2.13 CPU, 2 cores, one
-PCR solve of N = 1601, a functional variant of ``_pcr`` since inductor rejects ``out=`` views):
-25 s to compile per shape, then 8.5 ms per call against 0.6 ms eager.
+``torch.compile`` is not used: it does not pay off here. Measured (torch 2.13 CPU, 2 busy cores, one
+PCR solve of N = 1601, a functional variant since inductor rejects ``out=`` views): 17-25 s to
+compile per shape (and per boundary type), then 8.5 ms per call with 2 threads (OpenMP contention)
+or 0.25 ms with ``torch.set_num_threads(1)``, against about 0.7 ms eager. A 3x gain on the solve
+would need a process-wide thread setting and a compile per grid: not worth it for the study's
+grid sweeps.
 """
 
 from __future__ import annotations
@@ -43,23 +46,8 @@ _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
 _F64 = torch.float64
 
 
-_MASKS: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-
-def _masks(k: int):
-    """Row masks (``a, c, d_1..d_k``) of the three terms of a PCR update, for ``k`` right-hand sides."""
-    m = _MASKS.get(k)
-    if m is None:
-        ones = [1.0] * k
-        m = tuple(torch.tensor(v, dtype=_F64)[:, None]
-                  for v in ([0.0, 0.0] + ones, [1.0, 0.0] + ones, [0.0, 1.0] + ones))
-        _MASKS[k] = m
-    return m
-
-
-def _pcr(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-    """Solve the plain tridiagonal system (``lower[0]`` and ``upper[-1]`` ignored) for the ``k``
-    right-hand sides ``rhs`` of shape ``(k, n)`` by parallel cyclic reduction; returns ``(k, n)``.
+class _PCR:
+    """Parallel cyclic reduction for tridiagonal systems of size ``n`` with ``k`` right-hand sides.
 
     Equations are kept normalised, ``a_i x_{i-s} + x_i + c_i x_{i+s} = d_i``; eliminating
     ``x_{i-s}`` and ``x_{i+s}`` with equations ``i -+ s`` and dividing by the new pivot
@@ -68,44 +56,65 @@ def _pcr(lower: torch.Tensor, diag: torch.Tensor, upper: torch.Tensor, rhs: torc
         a'_i = -a_i a_{i-s} / beta_i,   c'_i = -c_i c_{i+s} / beta_i,
         d'_i = (d_i - a_i d_{i-s} - c_i d_{i+s}) / beta_i,
 
-    computed for all rows ``(a, c, d_1..d_k)`` of a stacked buffer at once with row masks, so that
-    a level is about 16 tensor ops whatever ``k``. Pads are ``x = 0`` equations (all zeros).
+    for all rows ``(a, c, d_1..d_k)`` of a stacked buffer at once (row masks pick which rows each
+    term feeds), so that a level is 9 tensor ops whatever ``k``. Pads are ``x = 0`` equations (all
+    zeros) and are never written. The two ping-pong buffers and every slice of them that a level
+    reads are made once here: at ``N`` in the thousands torch's per-op dispatch, not arithmetic,
+    is the cost, and slicing is an op too.
     """
-    k, n = rhs.shape
-    levels = max(1, math.ceil(math.log2(n)))
-    pad = 1 << (levels - 1)  # the largest stride
-    mid = slice(pad, pad + n)
-    src = torch.zeros((2 + k, n + 2 * pad), dtype=_F64)
-    dst = torch.zeros_like(src)
-    torch.div(lower, diag, out=src[0, mid])
-    torch.div(upper, diag, out=src[1, mid])
-    torch.div(rhs, diag, out=src[2:, mid])
-    src[0, pad] = 0.0
-    src[1, pad + n - 1] = 0.0
-    keep, from_left, from_right = _masks(k)
-    s = 1
-    for _ in range(levels):
-        centre = src[:, mid]
-        left = src[:, pad - s:pad - s + n]
-        right = src[:, pad + s:pad + s + n]
-        a, c = centre[0], centre[1]
-        beta = torch.rsub(torch.addcmul(a * left[1], c, right[0]), 1.0)
-        num = centre * keep
-        num.addcmul_(a, left * from_left, value=-1.0)
-        num.addcmul_(c, right * from_right, value=-1.0)
-        torch.div(num, beta, out=dst[:, mid])
-        src, dst = dst, src
-        s *= 2
-    return src[2:, mid].clone()
+
+    def __init__(self, n: int, k: int):
+        self.n, self.k = n, k
+        self.levels = max(1, math.ceil(math.log2(n)))
+        pad = 1 << (self.levels - 1)  # the largest stride
+        mid = slice(pad, pad + n)
+        bufs = [torch.zeros((2 + k, n + 2 * pad), dtype=_F64) for _ in range(2)]
+        self.a0, self.c0, self.d0 = bufs[0][0, mid], bufs[0][1, mid], bufs[0][2:, mid]
+        self.a0_first, self.c0_last = bufs[0][0, pad:pad + 1], bufs[0][1, pad + n - 1:pad + n]
+        ones = [1.0] * k
+        self.keep, self.from_left, self.from_right = (
+            torch.tensor(v, dtype=_F64)[:, None]
+            for v in ([0.0, 0.0] + ones, [1.0, 0.0] + ones, [0.0, 1.0] + ones))
+        self.steps = []
+        s = 1
+        for level in range(self.levels):
+            src, dst = bufs[level % 2], bufs[(level + 1) % 2]
+            centre = src[:, mid]
+            left = src[:, pad - s:pad - s + n]
+            right = src[:, pad + s:pad + s + n]
+            self.steps.append((centre, left, right, centre[0], centre[1], left[1], right[0], dst[:, mid]))
+            s *= 2
+        self.result = bufs[self.levels % 2][2:, mid]
+
+    def solve(self, lower, diag, upper, rhs):
+        """Solve for ``rhs`` of shape ``(k, n)`` (``lower[0]``, ``upper[-1]`` ignored); ``(k, n)``."""
+        torch.div(lower, diag, out=self.a0)
+        torch.div(upper, diag, out=self.c0)
+        torch.div(rhs, diag, out=self.d0)
+        self.a0_first.zero_()
+        self.c0_last.zero_()
+        keep, from_left, from_right = self.keep, self.from_left, self.from_right
+        for centre, left, right, a, c, left_c, right_a, out in self.steps:
+            beta = torch.rsub(torch.addcmul(a * left_c, c, right_a), 1.0)
+            num = centre * keep
+            num.addcmul_(a, left * from_left, value=-1.0)
+            num.addcmul_(c, right * from_right, value=-1.0)
+            torch.div(num, beta, out=out)
+        return self.result.clone()
 
 
-def _solve(lower, diag, upper, rhs, periodic: bool) -> torch.Tensor:
-    """Solve ``J x = rhs`` (cyclic if ``periodic``), ``rhs`` of shape ``(n,)``."""
+def _solve(pcr: dict, lower, diag, upper, rhs, periodic: bool) -> torch.Tensor:
+    """Solve ``J x = rhs`` (cyclic if ``periodic``), ``rhs`` of shape ``(n,)``; ``pcr`` caches the
+    :class:`_PCR` solvers of this size by number of right-hand sides."""
+    n = diag.shape[0]
     if not periodic:
-        return _pcr(lower, diag, upper, rhs[None, :])[0]
+        if 1 not in pcr:
+            pcr[1] = _PCR(n, 1)
+        return pcr[1].solve(lower, diag, upper, rhs[None, :])[0]
+    if 2 not in pcr:
+        pcr[2] = _PCR(n, 2)
     # Sherman-Morrison exactly as the reference: A = B + u v^T, u = (gamma, 0.., alpha),
     # v = (1, 0.., beta/gamma), gamma = -diag[0].
-    n = diag.shape[0]
     alpha = upper[-1]
     beta = lower[0]
     gamma = -diag[0]
@@ -116,7 +125,7 @@ def _solve(lower, diag, upper, rhs, periodic: bool) -> torch.Tensor:
     rhs2[0] = rhs
     rhs2[1, 0] = gamma
     rhs2[1, -1] = alpha
-    y, z = _pcr(lower, d, upper, rhs2)
+    y, z = pcr[2].solve(lower, d, upper, rhs2)
     factor = (y[0] + beta * y[-1] / gamma) / (1.0 + z[0] + beta * z[-1] / gamma)
     return y - factor * z
 
@@ -133,6 +142,7 @@ class _Grid:
             self.right = torch.cat([idx[1:], idx[-2:-1]])
             self.left = torch.cat([idx[1:2], idx[:-1]])
         self.dt, self.dx, self.nu, self.lam, self.periodic = dt, dx, nu, lam, periodic
+        self.pcr: dict[int, _PCR] = {}
 
     def upwind(self, u: torch.Tensor):
         right = u.index_select(-1, self.right)
@@ -172,7 +182,7 @@ def _hjb_step(grid: _Grid, unext, src, newton_tol: float, newton_maxiter: int):
         if rmax <= newton_tol * scale:
             return u, it - 1
         lower, diag, upper = grid.bands(a_plus, a_minus)
-        delta = _solve(lower, diag, upper, -res, grid.periodic)
+        delta = _solve(grid.pcr, lower, diag, upper, -res, grid.periodic)
         u = u + delta
         if float(delta.abs().max()) <= _ROUNDOFF * scale:
             return u, it  # converged to round-off: the residual cannot fall further
@@ -232,5 +242,5 @@ def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
         mu = torch.empty((nt1, n), dtype=_F64)
         mu[0] = torch.from_numpy(mu0)
         for k in range(nt1 - 1):
-            mu[k + 1] = _solve(lower_t[k], diag[k], upper_t[k], mu[k], grid.periodic)
+            mu[k + 1] = _solve(grid.pcr, lower_t[k], diag[k], upper_t[k], mu[k], grid.periodic)
         return mu.numpy().copy()
