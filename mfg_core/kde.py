@@ -2,8 +2,8 @@ r"""Gaussian kernel density estimates on a uniform grid in ``O(N + M log M)``: l
 
     f_h(x) = (1/N) sum_i phi_h(x - X_i),    phi_h(z) = exp(-z^2 / (2 h^2)) / (h sqrt(2 pi)),
 
-evaluated at the ``M`` grid nodes. Instead of the direct ``O(N M)`` sum (``scipy.stats.gaussian_kde``)
-the samples are linearly binned onto the nodes (each sample splits its unit weight between the two
+evaluated at the ``M`` grid nodes. Instead of the direct ``O(N M)`` sum
+(``scipy.stats.gaussian_kde``) the samples are linearly binned onto the nodes (each sample splits its unit weight between the two
 nodes around it, which keeps its mass and mean) and the binned weights are convolved with the
 sampled kernel by FFT. The binned estimate equals the exact one with the kernel replaced by its
 piecewise-linear interpolant on the grid: the relative error is ``O(dx^2 / h^2)`` (to leading

@@ -9,6 +9,8 @@ which the tests evaluate (a rigorous bound, not a fitted tolerance), and the err
 """
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,8 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import gaussian_kde
 
-import mfg_core.kde  # noqa: F401  (binds mc.kde; see the report on the lazy attribute)
-from mfg_core.backends.numpy.particles import FOURIER_MODES, IMAGE_LIMIT, periodic_gaussian
+from mfg_core.backends.numpy.particles import IMAGE_LIMIT, periodic_gaussian
 from mfg_core.kde import kde_on_grid
 
 
@@ -145,7 +146,6 @@ def test_kernel_representations_agree_at_the_switch():
     brute = sum(np.exp(-0.5 * ((d + m * Lp) / h) ** 2) for m in range(-20, 21)) / (h * math.sqrt(2 * math.pi))
     np.testing.assert_allclose(periodic_gaussian(P, dx, h), brute, rtol=1e-12, atol=1e-13 * brute.max())
     assert dx * brute.sum() == pytest.approx(1.0, rel=1e-13)
-    assert FOURIER_MODES > 0
 
 
 @pytest.mark.parametrize("h", [1e-4, 0.01, 0.2, 5.0, 1e6])
@@ -222,3 +222,13 @@ def test_bad_input_raises_value_error_naming_the_argument(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         kde_on_grid(**args)
+
+
+@pytest.mark.xfail(reason="mfg_core/__init__.py __getattr__ does `from . import kde`, which re-enters "
+                          "__getattr__ through hasattr and recurses; fix: importlib.import_module",
+                   strict=False)
+def test_contract_access_through_the_package_attribute():
+    code = ("import numpy as np, mfg_core as mc; "
+            "d = mc.kde.kde_on_grid(np.array([0.2, 0.4]), np.linspace(0, 1, 11), 0.1); "
+            "assert abs(d.sum() * 0.1 - 0.05 * (d[0] + d[-1]) - 1) < 1e-12")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

@@ -1,5 +1,10 @@
 r"""torch particle kernels: float64 CPU tensors, ``index_add_`` binning, ``torch.fft`` convolution.
 
+Performance note: these are many small element-wise ops per step; with torch's intra-op threads on an
+oversubscribed machine (more busy processes than cores) each op can cost ~100x more than
+single-threaded. The kernels do not change torch's global thread settings (a library should not); run
+with ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) when the cores are shared.
+
 Same numerics as the reference :mod:`mfg_core.backends.numpy.particles` (read its docstring). The
 fold uses ``torch.fmod`` plus a shift of negative remainders rather than ``torch.remainder``
 (which computes ``a - floor(a / b) b`` and is not exact), so that positions follow numpy's
@@ -127,7 +132,9 @@ def particle_sweep(X0, noise, grad_u, *, xmin, dx, dt, lam, sigma, bandwidth, sc
     with torch.no_grad():
         for n in range(S):
             j, jp, f = _cell(X, xmin, dx, K, periodic)
-            X = X + c_drift * (grad_u[n][j] * (1.0 - f) + grad_u[n][jp] * f) + c_noise * noise[n]
+            g = grad_u[n]
+            # index_select is several times faster than advanced indexing for a 1-D gather
+            X = X + c_drift * (g.index_select(0, j) * (1.0 - f) + g.index_select(0, jp) * f) + c_noise * noise[n]
             X, crossed[n] = _fold(X, xmin, dx, K, periodic)
             hs[n] = _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx)
             M[n] = _density(X, xmin, dx, hs[n], K, periodic)
