@@ -122,11 +122,17 @@ def _value(df, group, backend, col):
 
 
 def _legend(fig, *axes):
+    """One legend for the figure, below the panels: with a few dozen runs a legend inside a panel
+    would hide the curves it explains."""
+    seen: dict[str, Any] = {}
     for ax in axes:
-        handles, _ = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(fontsize=7, ncol=1 if len(handles) < 10 else 2)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
     fig.tight_layout()
+    if seen:
+        ncol = min(4, len(seen))
+        fig.legend(list(seen.values()), list(seen), loc="upper center", ncol=ncol, fontsize=7,
+                   bbox_to_anchor=(0.5, 0.0), frameon=False)
 
 
 # ---------------------------------------------------------------------------------------------
