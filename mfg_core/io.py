@@ -291,6 +291,12 @@ def check_problem_matches(problem, ds, *, source: str = "problem store") -> None
         if built.shape != stored.shape or not np.allclose(built, stored, rtol=1e-12, atol=1e-14):
             raise ValueError(f"{source}: {name} differs from the problem built from the run's settings "
                              "(the set-up store is stale: re-run its setup job)")
+    stored = json.loads(ds.attrs.get("problem_parameters", "{}"))
+    built = json.loads(json_string(problem.parameters(), name="problem_parameters"))
+    for key in sorted(set(stored) | set(built)):
+        if stored.get(key) != built.get(key):
+            raise ValueError(f"{source}: parameter {key} is {stored.get(key)!r} in the store but "
+                             f"{built.get(key)!r} in the run's settings (the set-up store is stale)")
 
 
 def diverged_dataset(problem, reason: str):
