@@ -22,19 +22,16 @@ __all__ = [
 ]
 
 
+_LAZY_MODULES = ("kde", "anderson", "comparison", "particles")
+
+
 def __getattr__(name):
-    # Modules and classes that land with later features are imported lazily, so that the core works
-    # without them and importing mfg_core stays cheap.
-    if name == "kde":
-        from . import kde
+    # Modules that pull in more (scipy.fft, pandas) are imported on first use, so that importing
+    # mfg_core stays cheap. importlib, not "from . import", which would re-enter this hook.
+    import importlib
 
-        return kde
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name == "FPParticleSolver":
-        from .particles import FPParticleSolver
-
-        return FPParticleSolver
-    if name == "anderson":
-        from . import anderson
-
-        return anderson
+        return importlib.import_module(f"{__name__}.particles").FPParticleSolver
     raise AttributeError(f"module 'mfg_core' has no attribute {name!r}")
