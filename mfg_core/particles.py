@@ -27,8 +27,9 @@ backend integrates the same paths and their densities agree to round-off. With
 ``common_random_numbers=True`` each ``solve`` restarts the generator from ``seed`` (the same
 particles and increments every call: the map ``U -> M`` is deterministic, which a fixed-point
 iteration needs to converge); with ``False`` a generator seeded once at construction keeps drawing
-fresh numbers in every call. Memory is bounded by drawing the increments in chunks of at most
-``2**23`` numbers.
+fresh numbers in every call. Memory is bounded by drawing the increments in chunks of whole time
+steps, at most ``2**23`` numbers (64 MB) or one step if ``N`` is larger; the chunks continue one
+stream, so the result does not depend on the chunking.
 
 The error of ``M`` is the Monte-Carlo/KDE trade-off: bias ``~ h^2 m''/2`` (plus ``dx^2/6`` binning
 smoothing and the ``O(dt)`` weak error of Euler-Maruyama) and standard deviation

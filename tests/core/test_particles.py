@@ -285,3 +285,14 @@ def test_non_finite_U_raises_before_any_work(bad):
         fp.solve(np.zeros((3, 3)))
     with pytest.raises(ValueError, match="problem"):
         FPParticleSolver("congestion")
+
+
+def test_drawing_the_increments_in_chunks_does_not_change_the_result(monkeypatch):
+    import mfg_core.particles as particles
+
+    problem = mc.problems.load("congestion", Nx=30, Nt=7)
+    U = np.tile(np.sin(3 * problem.x), (problem.Nt + 1, 1))
+    whole = FPParticleSolver(problem, num_particles=1000, seed=4).solve(U)
+    monkeypatch.setattr(particles, "CHUNK_NUMBERS", 2500)  # 3 chunks of 3, 3, 1 steps
+    fp = FPParticleSolver(problem, num_particles=1000, seed=4)
+    np.testing.assert_array_equal(fp.solve(U), whole)
