@@ -304,7 +304,10 @@ def _measured_anderson(runs_df, coupling_df, fp):
                 text += (f"; iterations: damping/{coupling} = {_median_range(both['iteration_ratio'])}, wall "
                          f"time: damping/{coupling} = {_median_range(both['time_ratio'])} (above 1: faster "
                          "than damping)")
-            elif len(c):
+            only = c[(c["status"] == "converged") & (c["reference_status"] != "converged")]
+            if len(both) and len(only):
+                text += f"; converged where damping did not in {len(only)} runs"
+            elif len(c) and not len(both):
                 ref = c["reference_status"].value_counts().to_dict()
                 text += (f"; no pair with damping where both converged (damping: "
                          + ", ".join(f"{n} {k}" for k, n in sorted(ref.items())) + ")")

@@ -90,3 +90,21 @@ def test_report_html_is_self_contained(runs, tmp_path):
     io.write_text(tmp_path / "fake.png", "text")
     with pytest.raises(ValueError, match="not a PNG"):
         report.png_data_uri(tmp_path / "fake.png")
+
+
+def test_seed_rows_report_anderson_against_damping():
+    rows = []
+    for problem, damp_status, damp_it in (("easy", "converged", 20), ("hard", "not_converged", 100)):
+        rows += [
+            dict(problem=problem, fp="fdm", backend="numpy", coupling="damping", status=damp_status,
+                 iterations=damp_it, wall_time_s=2.0, mass_deviation_pct=1e-12, final_residual=1e-7, min_m=0.0),
+            dict(problem=problem, fp="fdm", backend="numpy", coupling="anderson", status="converged",
+                 iterations=5, wall_time_s=1.0, mass_deviation_pct=1e-12, final_residual=1e-7, min_m=0.0),
+        ]
+    runs_df = pd.DataFrame(rows)
+    seed = analysis.seed_comparison(runs_df, analysis.coupling_table(runs_df), None)
+    text = seed.set_index("finding")["this study"].iloc[3]
+    assert text.startswith("anderson: 2/2 converged")
+    assert "damping/anderson = 4.00x" in text  # only the pair where both converged counts
+    assert "converged where damping did not in 1 runs" in text
+    assert seed["this study"].iloc[2] == analysis.NOT_RUN  # no particle runs
