@@ -53,7 +53,8 @@ TEST_CLUSTER_FLAGS = [
     "--slurm-keep-successful-logs",
     "--default-resources", "slurm_partition=debug",
 ]
-# The injected failure: compare_backends needs ~130 MB, so SLURM kills it at 100 MB.
+# The injected failure: a compare_backends job uses well over 100 MB (two Python processes), so
+# SLURM kills it for exceeding a 100 MB request, as it would an undersized job on a real cluster.
 FAILING_RULE = "compare_backends"
 FAILURE_OVERRIDE = ["--set-resources", f"{FAILING_RULE}:mem_mb=100"]
 
@@ -169,11 +170,11 @@ def test_failed_job_is_reported_with_its_slurm_log(cluster_runs):
         assert slurm_jobs([slurm_id])[slurm_id]["JobState"] in ("FAILED", "OUT_OF_MEMORY", "CANCELLED")
 
 
-def test_jobs_independent_of_the_failure_completed(cluster_runs):
+def test_jobs_independent_of_the_failure_still_run(cluster_runs):
+    """keep-going: compare_coupling (after runs_table) runs although compare_backends failed."""
     failed, _ = cluster_runs
-    done = {rule for rule, _, _ in failed.submissions() if rule != FAILING_RULE}
-    assert {"setup_problem", "solve", "runs_table", "mass_conservation"} <= done, done
-    assert "report" not in done
+    done = sorted(rule for rule, _, _ in failed.submissions() if rule != FAILING_RULE)
+    assert done == ["compare_coupling", "mass_conservation", "runs_table", "setup_problem", "solve", "solve"], done
 
 
 def test_profile_settings_take_effect(monkeypatch):
@@ -203,7 +204,7 @@ def test_rerun_recomputes_only_what_is_missing(cluster_runs):
 
 
 def test_every_job_ran_as_a_slurm_job_with_the_configured_resources(cluster_runs):
-    resources = {"solve": ("500M", "00:05:00")}  # tiny_study.yaml: resources.solve / resources.light
+    resources = {"solve": ("1000M", "00:05:00")}  # tiny_study.yaml: resources.solve / resources.light
     for run in cluster_runs:
         scheduled = {sm_id: rule for sm_id, (kind, rule) in run.jobs().items() if kind == "rule"}
         local = sorted(rule for kind, rule in run.jobs().values() if kind == "localrule")
@@ -215,7 +216,7 @@ def test_every_job_ran_as_a_slurm_job_with_the_configured_resources(cluster_runs
         for rule, slurm_id, slurm_log in submitted:
             rec = records[slurm_id]
             assert rec["Comment"].startswith(f"rule_{rule}"), rec["Comment"]
-            mem, limit = resources.get(rule, ("400M", "00:04:00"))
+            mem, limit = resources.get(rule, ("800M", "00:04:00"))
             if rule == FAILING_RULE and run.label == "slurm-failing":
                 mem = "100M"
             assert (rec["MinMemoryNode"], rec["TimeLimit"], rec["NumCPUs"]) == (mem, limit, "1"), (rule, rec)
@@ -233,7 +234,9 @@ def _open(path: Path):
         return xr.open_zarr(path, consolidated=False).load()
 
 
-TIMING = {"seconds", "wall_time", "compile_time"}
+def _is_timing(name: str) -> bool:
+    """Run times differ between any two runs: per-iteration seconds, wall_time, compile_time."""
+    return any(word in name for word in ("seconds", "wall", "compile"))
 
 
 def test_cluster_outputs_equal_local_outputs(cluster_runs, local_run):
@@ -249,10 +252,10 @@ def test_cluster_outputs_equal_local_outputs(cluster_runs, local_run):
         if "runs" in rel.parts:
             assert {"u", "m"} <= set(a.data_vars), rel
         assert set(a.data_vars) == set(b.data_vars), rel
-        for name in sorted(set(a.data_vars) - TIMING):
+        for name in sorted(n for n in a.data_vars if not _is_timing(n)):
             assert np.array_equal(a[name].values, b[name].values, equal_nan=True), f"{rel}: {name} differs"
         for name in a.coords:
             assert np.array_equal(a[name].values, b[name].values), f"{rel}: coordinate {name} differs"
-        results_attrs = {k for k in a.attrs if not k.startswith("provenance_") and k not in TIMING}
+        results_attrs = {k for k in a.attrs if not k.startswith("provenance_") and not _is_timing(k)}
         for key in sorted(results_attrs):
             assert a.attrs[key] == b.attrs.get(key), f"{rel}: attribute {key}: {a.attrs[key]!r} != {b.attrs.get(key)!r}"
