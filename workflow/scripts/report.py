@@ -53,8 +53,12 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         {"title": "Backends: time and agreement",
          "text": f"Reference backend: {sm.params.reference}. speedup_per_iteration = reference seconds per "
                  "iteration / seconds per iteration (compile time excluded, shown apart). Agreement: "
-                 "max|X - X_ref| / max|X_ref| for X = U, M. Particle runs on different backends draw "
-                 "from different random generators, so their differences are statistical, not round-off.",
+                 "max|X - X_ref| / max|X_ref| for X = U, M. The particle solver draws its random numbers "
+                 "with numpy for every backend (same seed, same stream), so particle runs too should agree "
+                 "to round-off across backends."
+                 "\n\nTimes are wall-clock times of jobs that ran side by side (snakemake --cores N) on "
+                 "the machine that ran the study, so they include contention for cores; tiny grids "
+                 "mostly measure per-call overhead, not the kernels' throughput.",
          "tables": [("Backends", backends_df)],
          "figures": figs(sm.input.backend_figures, "Seconds per iteration and compile time")},
     ]
