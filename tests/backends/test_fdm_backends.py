@@ -133,6 +133,11 @@ def test_bad_input_raises_valueerror_naming_argument(accelerated_backend, sweep)
         call(good, p.g, **dict(_kw(p), dt=-1.0))
     with pytest.raises(ValueError, match="nu"):
         call(good, p.g, **dict(_kw(p), nu=float("nan")))
+    if sweep == "hjb":
+        with pytest.raises(ValueError, match="newton_tol"):
+            fdm.hjb_sweep(good, p.g, **_kw(p), newton_tol=0.0)
+        with pytest.raises(ValueError, match="newton_maxiter"):
+            fdm.hjb_sweep(good, p.g, **_kw(p), newton_maxiter=0)
 
 
 def test_numba_second_solve_reuses_compiled_code():

@@ -186,6 +186,8 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
     _check_scalars(dt, dx, nu, lam)
     if int(newton_maxiter) < 1:
         raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
+    if not (newton_tol > 0):
+        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
     f64 = np.float64
     U, its = _hjb_sweep(source, terminal, f64(dt), f64(dx), f64(nu), f64(lam), f64(newton_tol),
                         np.int64(newton_maxiter), periodic=bool(periodic))

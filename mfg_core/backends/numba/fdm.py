@@ -249,6 +249,8 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
     _check_scalars(dt, dx, nu, lam)
     if int(newton_maxiter) < 1:
         raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
+    if not (newton_tol > 0):
+        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
     return _hjb_sweep(source, terminal, float(dt), float(dx), float(nu), float(lam), bool(periodic),
                       float(newton_tol), int(newton_maxiter), _ROUNDOFF)
 

@@ -210,6 +210,8 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
     newton_maxiter = int(newton_maxiter)
     if newton_maxiter < 1:
         raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
+    if not (newton_tol > 0):
+        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
     nt1, n = source.shape
     grid = _Grid(n, float(dt), float(dx), float(nu), float(lam), bool(periodic))
     with torch.inference_mode():
