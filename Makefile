@@ -24,6 +24,11 @@ study: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Starts a real single-node SLURM on loopback (installs it with apt if missing; needs root), runs a
+# tiny study through profiles/slurm, compares it with a local run, and tears SLURM down.
+test-cluster: $(STAMP)
+	MFG_CLUSTER=1 $(BIN)/python -m pytest -q tests/cluster
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
