@@ -27,12 +27,13 @@ replace ``N`` sequential steps: for ``N`` in the thousands the cost is the per-o
 torch, not arithmetic. Periodic systems use the reference's Sherman-Morrison split (two
 right-hand sides through one PCR).
 
-``torch.compile`` is not used: it does not pay off here. Measured (torch 2.13 CPU, 2 busy cores, one
+``torch.compile`` is not used: it does not pay off here. Measured (torch 2.13 CPU, 2 cores, one
 PCR solve of N = 1601, a functional variant since inductor rejects ``out=`` views): 17-25 s to
-compile per shape (and per boundary type), then 8.5 ms per call with 2 threads (OpenMP contention)
-or 0.25 ms with ``torch.set_num_threads(1)``, against about 0.7 ms eager. A 3x gain on the solve
-would need a process-wide thread setting and a compile per grid: not worth it for the study's
-grid sweeps.
+compile per shape and boundary type on a cold cache (about 2.4 s from inductor's on-disk cache),
+then 0.14-0.15 ms per solve against 0.25 ms eager on an idle machine -- and 8.5 ms when the other
+core was busy (OpenMP threads of the compiled kernel waiting on each other). A 1.7x gain on the
+solve, at best about 2x on a sweep, does not repay tens of seconds of compilation per grid in the
+study's grid sweeps, nor the fragility under load.
 """
 
 from __future__ import annotations
