@@ -23,8 +23,8 @@ the array (an identity row stays one under the update). On strictly diagonally d
 (ours are M-matrices) ``|alpha|, |gamma| < 1`` and the off-diagonals shrink at every level, so PCR
 is stable; it rounds differently from LAPACK ``gtsv`` (the reference), by a few ulps times the
 condition number of ``J`` (close to 1 here). ``ceil(log2 N)`` levels of 9 tensor ops each
-replace ``N`` sequential steps: for ``N`` in the thousands the cost is the per-op dispatch of
-torch, not arithmetic. Periodic systems use the reference's Sherman-Morrison split (two
+replace ``N`` sequential steps; the cost is mostly torch's per-op dispatch (measured: 15 us per
+level at N = 101, 22 us at N = 1601). Periodic systems use the reference's Sherman-Morrison split (two
 right-hand sides through one PCR).
 
 ``torch.compile`` is not used: it does not pay off here. Measured (torch 2.13 CPU, 2 cores, one
