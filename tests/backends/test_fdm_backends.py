@@ -118,9 +118,9 @@ def test_solver_runs_backend_kernels_not_numpy(accelerated_backend, monkeypatch)
 
 
 @pytest.mark.parametrize("sweep", ["hjb", "fp"])
-def test_bad_input_raises_valueerror_naming_argument(accelerated_backend, sweep):
+def test_bad_input_raises_valueerror_naming_argument(backend, sweep):
     p = _problem("lq", "neumann", N=10)
-    fdm = _kernels(accelerated_backend)
+    fdm = _kernels(backend)
     good = np.zeros(p.shape)
     first = "source" if sweep == "hjb" else "U"
     call = ((lambda a, b, **kw: fdm.hjb_sweep(a, b, **kw)) if sweep == "hjb"

@@ -33,7 +33,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from jax import lax
+
+from .. import checks
 
 # The package __init__ enables x64; repeat it here so that importing this module alone is float64 too.
 jax.config.update("jax_enable_x64", True)
@@ -168,26 +171,12 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, *, periodic):
     return jnp.concatenate([mu0[None, :], mus], axis=0)
 
 
-def _check_scalars(dt, dx, nu, lam):
-    for name, value in (("dt", dt), ("dx", dx), ("nu", nu), ("lam", lam)):
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
 
 def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
     """Backward HJB sweep under ``jax.jit``; same contract as
     :func:`mfg_core.backends.numpy.fdm.hjb_sweep` (numpy float64 in and out)."""
-    source = np.asarray(source, dtype=np.float64)
-    terminal = np.asarray(terminal, dtype=np.float64)
-    if source.ndim != 2 or source.shape[0] < 2 or source.shape[1] < 3:
-        raise ValueError(f"source must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {source.shape}")
-    if terminal.shape != source.shape[1:]:
-        raise ValueError(f"terminal must have shape {source.shape[1:]}, got {terminal.shape}")
-    _check_scalars(dt, dx, nu, lam)
-    if int(newton_maxiter) < 1:
-        raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
-    if not (newton_tol > 0):
-        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
+    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
+        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
     f64 = np.float64
     U, its = _hjb_sweep(source, terminal, f64(dt), f64(dx), f64(nu), f64(lam), f64(newton_tol),
                         np.int64(newton_maxiter), periodic=bool(periodic))
@@ -197,13 +186,7 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
 def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
     """Forward FP sweep (adjoint scheme, mass variables) under ``jax.jit``; same contract as
     :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-    U = np.asarray(U, dtype=np.float64)
-    mu0 = np.asarray(mu0, dtype=np.float64)
-    if U.ndim != 2 or U.shape[0] < 2 or U.shape[1] < 3:
-        raise ValueError(f"U must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {U.shape}")
-    if mu0.shape != U.shape[1:]:
-        raise ValueError(f"mu0 must have shape {U.shape[1:]}, got {mu0.shape}")
-    _check_scalars(dt, dx, nu, lam)
+    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
     f64 = np.float64
     mu = _fp_sweep(U, mu0, f64(dt), f64(dx), f64(nu), f64(lam), periodic=bool(periodic))
     return np.asarray(mu)

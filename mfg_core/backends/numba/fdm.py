@@ -24,7 +24,10 @@ Sherman-Morrison split (one elimination, two right-hand sides).
 from __future__ import annotations
 
 import numpy as np
+
 from numba import njit
+
+from .. import checks
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
 
@@ -228,11 +231,6 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, periodic):
     return mu
 
 
-def _check_scalars(dt, dx, nu, lam):
-    for name, value in (("dt", dt), ("dx", dx), ("nu", nu), ("lam", lam)):
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
 
 def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
     """Backward HJB sweep, compiled; same contract as :func:`mfg_core.backends.numpy.fdm.hjb_sweep`.
@@ -240,17 +238,8 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
     ``source`` has shape ``(Nt+1, N)``; returns ``(U, newton_its)`` (``newton_its[n] < 0`` where the
     Newton tolerance was not reached).
     """
-    source = np.ascontiguousarray(source, dtype=np.float64)
-    terminal = np.ascontiguousarray(terminal, dtype=np.float64)
-    if source.ndim != 2 or source.shape[0] < 2 or source.shape[1] < 3:
-        raise ValueError(f"source must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {source.shape}")
-    if terminal.shape != source.shape[1:]:
-        raise ValueError(f"terminal must have shape {source.shape[1:]}, got {terminal.shape}")
-    _check_scalars(dt, dx, nu, lam)
-    if int(newton_maxiter) < 1:
-        raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
-    if not (newton_tol > 0):
-        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
+    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
+        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
     return _hjb_sweep(source, terminal, float(dt), float(dx), float(nu), float(lam), bool(periodic),
                       float(newton_tol), int(newton_maxiter), _ROUNDOFF)
 
@@ -258,11 +247,5 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
 def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
     """Forward FP sweep (adjoint scheme, mass variables), compiled; same contract as
     :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-    U = np.ascontiguousarray(U, dtype=np.float64)
-    mu0 = np.ascontiguousarray(mu0, dtype=np.float64)
-    if U.ndim != 2 or U.shape[0] < 2 or U.shape[1] < 3:
-        raise ValueError(f"U must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {U.shape}")
-    if mu0.shape != U.shape[1:]:
-        raise ValueError(f"mu0 must have shape {U.shape[1:]}, got {mu0.shape}")
-    _check_scalars(dt, dx, nu, lam)
+    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
     return _fp_sweep(U, mu0, float(dt), float(dx), float(nu), float(lam), bool(periodic))

@@ -46,6 +46,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import lapack
 
+from .. import checks
+
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
 
 
@@ -156,7 +158,8 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
     with ``U`` of shape ``(Nt+1, N)`` and ``newton_its[n]`` the Newton iterations of step ``n``
     (negative where the tolerance was not reached).
     """
-    source = np.asarray(source, dtype=np.float64)
+    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
+        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
     nt1, n = source.shape
     U = np.empty((nt1, n))
     its = np.zeros(nt1 - 1, dtype=np.int64)
@@ -175,7 +178,7 @@ def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
     ``U`` has shape ``(Nt+1, N)``; step ``n`` (``t_n -> t_{n+1}``) uses the drift of ``U[n]``.
     Returns ``mu`` of shape ``(Nt+1, N)``; ``sum(mu[n])`` equals ``sum(mu0)`` to round-off.
     """
-    U = np.asarray(U, dtype=np.float64)
+    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
     nt1, n = U.shape
     a_plus, a_minus, _, _ = upwind(U[:-1], dx, lam, periodic)
     lower, diag, upper = jacobian_bands(a_plus, a_minus, dt=dt, dx=dx, nu=nu, periodic=periodic)

@@ -41,7 +41,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 import torch
+
+from .. import checks
 
 _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
 _F64 = torch.float64
@@ -207,27 +210,12 @@ def _hjb_step(grid: _Grid, unext, src, newton_tol: float, newton_maxiter: int):
     return u, (newton_maxiter if rmax <= newton_tol * max(1.0, umax) else -newton_maxiter)
 
 
-def _check_scalars(dt, dx, nu, lam):
-    for name, value in (("dt", dt), ("dx", dx), ("nu", nu), ("lam", lam)):
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-
 
 def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
     """Backward HJB sweep on torch tensors; same contract as
     :func:`mfg_core.backends.numpy.fdm.hjb_sweep` (numpy float64 in and out)."""
-    source = np.asarray(source, dtype=np.float64)
-    terminal = np.asarray(terminal, dtype=np.float64)
-    if source.ndim != 2 or source.shape[0] < 2 or source.shape[1] < 3:
-        raise ValueError(f"source must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {source.shape}")
-    if terminal.shape != source.shape[1:]:
-        raise ValueError(f"terminal must have shape {source.shape[1:]}, got {terminal.shape}")
-    _check_scalars(dt, dx, nu, lam)
-    newton_maxiter = int(newton_maxiter)
-    if newton_maxiter < 1:
-        raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
-    if not (newton_tol > 0):
-        raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
+    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
+        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
     nt1, n = source.shape
     grid = _Grid(n, float(dt), float(dx), float(nu), float(lam), bool(periodic))
     with torch.inference_mode():
@@ -243,13 +231,7 @@ def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, 
 def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
     """Forward FP sweep (adjoint scheme, mass variables) on torch tensors; same contract as
     :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-    U = np.asarray(U, dtype=np.float64)
-    mu0 = np.asarray(mu0, dtype=np.float64)
-    if U.ndim != 2 or U.shape[0] < 2 or U.shape[1] < 3:
-        raise ValueError(f"U must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {U.shape}")
-    if mu0.shape != U.shape[1:]:
-        raise ValueError(f"mu0 must have shape {U.shape[1:]}, got {mu0.shape}")
-    _check_scalars(dt, dx, nu, lam)
+    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
     nt1, n = U.shape
     grid = _Grid(n, float(dt), float(dx), float(nu), float(lam), bool(periodic))
     with torch.inference_mode():
