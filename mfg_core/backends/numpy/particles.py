@@ -90,18 +90,23 @@ def spread(X: np.ndarray, periodic: bool, Lp: float) -> float:
     return min(Lp / (2.0 * math.pi) * math.sqrt(max(-2.0 * math.log(R), 0.0)), Lp)
 
 
-def _bin(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> np.ndarray:
+def _cells(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool):
+    """Left node ``j``, right node ``jp`` and fraction ``f`` of the cell holding each position (the
+    last Neumann cell is closed, so a particle on the right wall belongs to cell ``K-2``)."""
     s = (X - xmin) / dx
     j = np.floor(s)
     if periodic:
         f = s - j
         j = j.astype(np.int64) % K
-        jp = (j + 1) % K
-    else:
-        j = np.clip(j, 0, K - 2)
-        f = s - j
-        j = j.astype(np.int64)
-        jp = j + 1
+        return j, (j + 1) % K, f
+    j = np.clip(j, 0, K - 2)
+    f = s - j
+    j = j.astype(np.int64)
+    return j, j + 1, f
+
+
+def _bin(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> np.ndarray:
+    j, jp, f = _cells(X, xmin, dx, K, periodic)
     return np.bincount(j, weights=1.0 - f, minlength=K) + np.bincount(jp, weights=f, minlength=K)
 
 
@@ -156,18 +161,7 @@ def fold(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> tuple
 
 def interpolate(X: np.ndarray, values: np.ndarray, xmin: float, dx: float, periodic: bool) -> np.ndarray:
     """Piecewise-linear interpolant of nodal ``values`` at positions ``X`` inside the domain."""
-    K = values.shape[0]
-    s = (X - xmin) / dx
-    j = np.floor(s)
-    if periodic:
-        f = s - j
-        j = j.astype(np.int64) % K
-        jp = (j + 1) % K
-    else:
-        j = np.clip(j, 0, K - 2)
-        f = s - j
-        j = j.astype(np.int64)
-        jp = j + 1
+    j, jp, f = _cells(X, xmin, dx, values.shape[0], periodic)
     return values[j] * (1.0 - f) + values[jp] * f
 
 
