@@ -5,7 +5,7 @@
 #   snakemake --report results/default/snakemake-report.html   # Snakemake's own report
 #
 # Stages (one rules file each): setup (problem stores) -> solve (one job per problem x fp x coupling
-# x backend) -> mass_conservation, compare_coupling, compare_backends -> report.
+# x backend) -> mass_conservation, compare_coupling, compare_backends, fields -> report.
 
 from snakemake.utils import min_version
 
@@ -29,6 +29,7 @@ include: "workflow/rules/solve.smk"
 include: "workflow/rules/mass_conservation.smk"
 include: "workflow/rules/compare_coupling.smk"
 include: "workflow/rules/compare_backends.smk"
+include: "workflow/rules/fields.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -115,6 +115,50 @@ def backend_figure(problem: str, backends: pd.DataFrame):
     return fig
 
 
+def pick_field_runs(runs: Iterable[tuple[Mapping[str, str], Any]], reference: str = "numpy"):
+    """The runs a fields figure shows: for each FP method, the reference backend's run, preferring a
+    converged one and then damping, anderson, anderson_plain (so the picture is a fixed point)."""
+    order = {"damping": 0, "anderson": 1, "anderson_plain": 2}
+    chosen: dict[str, tuple[Mapping[str, str], Any]] = {}
+    for fp in ("fdm", "particle"):
+        cands = [(k, ds) for k, ds in runs if k["fp"] == fp and np.all(np.isfinite(ds["m"].values))]
+        if not cands:
+            continue
+        cands.sort(key=lambda r: (r[1].attrs.get("status") != "converged", r[0]["backend"] != reference,
+                                  order.get(r[0]["coupling"], 9)))
+        chosen[fp] = cands[0]
+    return chosen
+
+
+def fields_figure(problem: str, chosen: Mapping[str, tuple[Mapping[str, str], Any]]):
+    """What the solution looks like: m(t, x) and u(t, x) of the FDM run as space-time maps, and the
+    density at three times, FDM (solid) beside particles (dashed) where both ran."""
+    plt = _plt()
+    main_fp = "fdm" if "fdm" in chosen else next(iter(chosen))
+    key, ds = chosen[main_fp]
+    x, t = ds["x"].values, ds["t"].values
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, name, cmap in ((axes[0], "m", "viridis"), (axes[1], "u", "magma")):
+        mesh = ax.pcolormesh(x, t, ds[name].values, shading="auto", cmap=cmap)
+        fig.colorbar(mesh, ax=ax)
+        ax.set(xlabel="x", ylabel="t", title=f"{problem}: {name}(t, x), {_label(key)}")
+    ax = axes[2]
+    times = [0, len(t) // 2, len(t) - 1]
+    colors = ["tab:blue", "tab:orange", "tab:green"]
+    for fp, style in (("fdm", "-"), ("particle", "--")):
+        if fp not in chosen:
+            continue
+        k, d = chosen[fp]
+        for n, c in zip(times, colors):
+            ax.plot(d["x"].values, d["m"].values[n], style, color=c,
+                    label=f"t = {d['t'].values[n]:.3g}, {fp} ({k['coupling']}/{k['backend']}, "
+                          f"{d.attrs.get('status', '?')})")
+    ax.set(xlabel="x", ylabel="m(t, x)", title=f"{problem}: density, FDM (solid) vs particles (dashed)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _value(df, group, backend, col):
     sel = df[(df["fp"] == group[0]) & (df["coupling"] == group[1]) & (df["backend"] == backend)]
     v = float(sel[col].iloc[0]) if len(sel) else math.nan

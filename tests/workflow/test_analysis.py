@@ -108,3 +108,20 @@ def test_seed_rows_report_anderson_against_damping():
     assert "damping/anderson = 4.00x" in text  # only the pair where both converged counts
     assert "converged where damping did not in 1 runs" in text
     assert seed["this study"].iloc[2] == analysis.NOT_RUN  # no particle runs
+
+
+def test_fields_figure_picks_converged_reference_runs(runs, tmp_path):
+    import xarray as xr
+
+    diverged = runs[0][1].copy(deep=True)
+    diverged["m"] = xr.full_like(diverged["m"], np.nan)
+    diverged.attrs["status"] = "diverged"
+    candidates = [({"problem": "c", "fp": "fdm", "coupling": "anderson", "backend": "numpy"}, diverged),
+                  *reversed(runs)]
+    chosen = report.pick_field_runs(candidates, reference="numpy")
+    assert set(chosen) == {"fdm"}  # no particle run given
+    key, _ = chosen["fdm"]
+    assert (key["backend"], key["coupling"]) == ("numpy", "damping")  # finite, reference, damping first
+    path = io.save_figure(report.fields_figure("c", chosen), tmp_path / "fields.png")
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert report.pick_field_runs([candidates[0]]) == {}  # nothing finite to show

@@ -141,14 +141,15 @@ def test_tiny_study_tables_figures_report(tiny_study):
     assert set(coupling.coupling) == {"damping", "anderson"}
     for name in ("mass_conservation", "mass_over_time", "mass_over_iterations"):
         assert len(pd.read_csv(out / f"tables/{name}.csv")) > 0
-    for fig in ("mass_crowd", "residuals_crowd", "backends_crowd"):
+    for fig in ("mass_crowd", "residuals_crowd", "backends_crowd", "fields_crowd"):
         assert (out / f"figures/{fig}.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
     seed_part = page[:page.index("<h2>Runs</h2>")]
     for finding in ("Backend speed-up", "2.82%", "378%", "2-5x"):
         assert finding in seed_part
     assert "numba:" in seed_part  # the speed-up row was measured
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == 4  # one figure per stage, one problem
+    assert page.index("<h2>Solutions</h2>") < page.index("<h2>Runs</h2>")
     assert "Package versions" in page and "Resolved study config" in page
     assert "<img" in page and "src='results" not in page  # embedded, not linked
 

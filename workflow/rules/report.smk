@@ -32,6 +32,7 @@ rule report:
         mass_figures=expand(f"{FIGURES}/mass_{{problem}}.png", problem=PROBLEMS),
         residual_figures=expand(f"{FIGURES}/residuals_{{problem}}.png", problem=PROBLEMS),
         backend_figures=expand(f"{FIGURES}/backends_{{problem}}.png", problem=PROBLEMS),
+        field_figures=expand(f"{FIGURES}/fields_{{problem}}.png", problem=PROBLEMS),
         problems=expand(f"{OUT}/problems/{{problem}}.zarr", problem=PROBLEMS),
         runs=run_stores(),
     output:

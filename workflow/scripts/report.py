@@ -30,6 +30,10 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
         return [(f"{what}: {label}", p) for label, p in zip(sm.params.problems, paths, strict=True)]
 
     sections = [
+        {"title": "Solutions",
+         "text": "What was computed: m(t, x) and u(t, x) of the reference finite-difference run, and the "
+                 "density at three times, finite differences (solid) beside particles (dashed).",
+         "figures": figs(sm.input.field_figures, "Solution fields")},
         {"title": "Runs",
          "text": "One row per (problem, FP method, coupling method, backend). status is converged, "
                  "not_converged (max_iterations reached) or diverged (residual blow-up, or a non-finite "

@@ -1,0 +1,29 @@
+# Stage 3d: what the solutions look like. Per problem: m(t, x) and u(t, x) of the reference FDM run
+# as space-time maps, and the density at three times, FDM beside particles.
+
+
+rule plot_fields:
+    input:
+        runs=lambda wc: run_stores(wc.problem),
+    output:
+        report(
+            f"{FIGURES}/fields_{{problem}}.png",
+            caption="../report/fields.rst",
+            category="Solutions",
+            labels={"problem": "{problem}"},
+        ),
+    params:
+        runs=lambda wc: [k for k in run_keys() if k["problem"] == wc.problem],
+        reference=REFERENCE,
+    log:
+        f"{LOGS}/fields/{{problem}}.log",
+    benchmark:
+        f"{BENCH}/fields/{{problem}}.tsv"
+    threads: res("light", "threads")
+    resources:
+        mem_mb=res("light", "mem_mb"),
+        runtime=res("light", "runtime"),
+    conda:
+        "../envs/mfg.yaml"
+    script:
+        "../scripts/fields.py"

@@ -1,0 +1,14 @@
+"""Figure of the solution fields of one problem (rule plot_fields): no numerics, stores in, PNG out."""
+
+from mfg_core import io
+
+with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_core import report
+
+    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    chosen = report.pick_field_runs(runs, reference=snakemake.params.reference)  # noqa: F821
+    if not chosen:
+        raise ValueError(f"no run with a finite density among {list(snakemake.input.runs)}")  # noqa: F821
+    problem = snakemake.wildcards.problem  # noqa: F821
+    io.save_figure(report.fields_figure(problem, chosen), snakemake.output[0])  # noqa: F821
+    log.info("fields of %s from %s", problem, {fp: "/".join(k.values()) for fp, (k, _) in chosen.items()})
