@@ -33,7 +33,15 @@ the ~25 small XLA thunks of the residual, bands, reductions and loop control. Tr
 over rows (two scans per Newton step in all) -- 12.8 ms per HJB sweep against 9 ms, since XLA's
 CPU scan bodies are scalar code with per-row slicing (and 230 ms with unroll 2); the three maxima of
 the tests in one stacked reduction -- no change; FP bands for all steps precomputed outside the
-time scan -- slower (4.1 against 3.6 ms at N = 400, 78 against 54 ms at N = 1600).
+time scan -- slower (4.1 against 3.6 ms at N = 400, 78 against 54 ms at N = 1600); Thomas' rhs-
+independent half (``m_i``, ``c'_i``) for all FP steps at once (one scan over ``x`` of ``(Nt,)``
+rows), leaving division-free recurrences per step -- slower (3.8 against 3.1 ms at N = 400, 99
+against 51 ms at N = 1600); a two-ended ("twisted") Thomas, two independent recurrences per scan
+step meeting in the middle -- 4.9-6.4 against 4.5-4.8 us per solve at N = 400/401 (13.9 against
+16.5 us at N = 1601 with unroll 2, 45-180 us with unroll 4). In ``benchmarks backends`` (load
+average ~1) this module went from 3.99x to 4.19x numpy at N = 400 (target 5x: not met; the
+Newton-step overhead above, not the solve, is what separates it from numba's 7.5x) and from 2.39x
+to 2.13x the Thomas floor at N = 1600.
 
 Only ``periodic`` is a static argument; every float (and ``newton_maxiter``) is traced, so changing
 ``dt``, ``nu``... does not recompile, and jax's jit cache reuses the executable for every later
