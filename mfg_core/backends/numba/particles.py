@@ -14,6 +14,8 @@ import math
 import numpy as np
 from numba import njit
 
+from ..binned_kde import density_from_counts
+
 IMAGE_LIMIT = 1.0 / 19.0
 FOURIER_MODES = 117
 
@@ -131,21 +133,7 @@ def _step(X, Z, grad, xmin, dx, K, c_drift, c_noise, periodic):
 
 
 def _density(counts, dx, h, periodic):
-    K = counts.shape[0]
-    if periodic:
-        e = counts
-    else:
-        e = np.concatenate([counts, counts[-2:0:-1]])
-        e[0] *= 2.0
-        e[K - 1] *= 2.0
-    P = e.shape[0]
-    g = _periodic_gaussian(P, dx, h)
-    dens = np.fft.irfft(np.fft.rfft(e) * np.fft.rfft(g), n=P)[:K]
-    dens = np.maximum(dens, 0.0)
-    mass = dx * dens.sum()
-    if not periodic:
-        mass -= 0.5 * dx * (dens[0] + dens[-1])
-    return dens / mass
+    return density_from_counts(counts, dx, h, periodic, _periodic_gaussian)
 
 
 def _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx):

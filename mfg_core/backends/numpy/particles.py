@@ -56,6 +56,8 @@ import math
 
 import numpy as np
 
+from ..binned_kde import density_from_counts
+
 #: image-sum / Fourier-series switch and number of Fourier modes (see the module docstring)
 IMAGE_LIMIT = 1.0 / 19.0
 FOURIER_MODES = 117
@@ -110,22 +112,8 @@ def _bin(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> np.nd
     return np.bincount(j, weights=1.0 - f, minlength=K) + np.bincount(jp, weights=f, minlength=K)
 
 
-def _density(counts: np.ndarray, dx: float, h: float, periodic: bool) -> np.ndarray:
-    K = counts.shape[0]
-    if periodic:
-        e = counts
-    else:
-        e = np.concatenate([counts, counts[-2:0:-1]])
-        e[0] *= 2.0
-        e[K - 1] *= 2.0
-    P = e.shape[0]
-    g = periodic_gaussian(P, dx, h)
-    dens = np.fft.irfft(np.fft.rfft(e) * np.fft.rfft(g), n=P)[:K]
-    dens = np.maximum(dens, 0.0)
-    mass = dx * dens.sum()
-    if not periodic:
-        mass -= 0.5 * dx * (dens[0] + dens[-1])
-    return dens / mass
+def _density(counts, dx, h, periodic):
+    return density_from_counts(counts, dx, h, periodic, periodic_gaussian)
 
 
 def _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx) -> float:
