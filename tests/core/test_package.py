@@ -24,3 +24,17 @@ def test_import_does_not_import_optional_backends():
 def test_unknown_attribute_is_an_attribute_error():
     out = run("import mfg_core as mc\ntry:\n    mc.nosuch\nexcept AttributeError as e:\n    print('ok', e)")
     assert out.startswith("ok")
+
+
+def test_the_core_never_imports_io_report_or_snakemake():
+    """Imports point one way: solving (core) pulls in neither the I/O, the report nor snakemake."""
+    code = (
+        "import sys, mfg_core as mc\n"
+        "p = mc.problems.load('congestion', Nx=10, Nt=5)\n"
+        "mc.FixedPointIterator(p, mc.HJBFDMSolver(p), mc.FPParticleSolver(p, num_particles=50),\n"
+        "                      use_anderson=True).solve(3, 1e-3)\n"
+        "mc.kde, mc.anderson\n"
+        "print(sorted(m for m in ('mfg_core.io', 'mfg_core.report', 'mfg_core.analysis', 'snakemake',\n"
+        "                         'matplotlib', 'zarr') if m in sys.modules))\n"
+    )
+    assert run(code).strip() == "[]"
