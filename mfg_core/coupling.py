@@ -192,7 +192,11 @@ class FixedPointIterator:
         log.info(reason)
         problem_info = p.parameters()
         problem_info["weights"] = p.weights
+        diagnostics = getattr(self.fp_solver, "diagnostics", None) or {}
+        steps = {k: np.asarray(v, dtype=np.float64) for k, v in diagnostics.items()
+                 if k in ("reflected_fraction", "wrapped_fraction", "bandwidth")}
         return FixedPointResult(
+            step_diagnostics=steps,
             U=U, M=M, converged=converged, iterations=k, reason=reason,
             history={key: np.asarray(v) for key, v in hist.items()}, x=p.x.copy(), t=p.t.copy(),
             problem=problem_info, solver=self._solver_info(int(max_iterations), float(tolerance)),

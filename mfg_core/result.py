@@ -31,6 +31,9 @@ class FixedPointResult:
     wall_time: float = 0.0
     compile_time: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: per-time-step diagnostics of the last FP solve (e.g. particles' ``reflected_fraction``), each of
+    #: length ``len(t) - 1`` (step n goes from t_n to t_{n+1})
+    step_diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def mass(self) -> np.ndarray:
@@ -59,6 +62,12 @@ class FixedPointResult:
                 if values.dtype == bool:
                     values = values.astype(np.int8)
                 data_vars[key] = (("iteration",), values)
+        for key, values in self.step_diagnostics.items():
+            values = np.asarray(values, dtype=np.float64)
+            if values.shape == (self.t.size - 1,):
+                # stored on t: the value of the step that ends at t_n (NaN at t_0)
+                data_vars[key] = (("t",), np.concatenate([[np.nan], values]),
+                                  {"long_name": f"{key} of the step ending at t (last FP solve)"})
         weights = self.problem.get("weights")
         if weights is not None:
             data_vars["mass"] = (("t",), self.M @ np.asarray(weights), {"long_name": "discrete mass"})

@@ -296,3 +296,18 @@ def test_drawing_the_increments_in_chunks_does_not_change_the_result(monkeypatch
     monkeypatch.setattr(particles, "CHUNK_NUMBERS", 2500)  # 3 chunks of 3, 3, 1 steps
     fp = FPParticleSolver(problem, num_particles=1000, seed=4)
     np.testing.assert_array_equal(fp.solve(U), whole)
+
+
+def test_step_diagnostics_reach_the_result_and_its_dataset():
+    """The boundary-crossing fraction and bandwidth of every step are kept in the stored result."""
+    for boundary, key in (("neumann", "reflected_fraction"), ("periodic", "wrapped_fraction")):
+        p = mc.problems.load("evacuation", Nx=30, Nt=12, boundary=boundary)
+        fp = mc.FPParticleSolver(p, num_particles=3000, seed=1)
+        r = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), fp).solve(3, 1e-12)
+        ds = r.to_xarray()
+        assert ds[key].dims == ("t",) and np.isnan(ds[key].values[0])
+        np.testing.assert_array_equal(ds[key].values[1:], fp.diagnostics[key])
+        assert 0 < np.nanmax(ds[key].values) <= 1  # this crowd walks into the exits
+        assert np.all(ds["bandwidth"].values[1:] > 0)
+    r = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), mc.FPFDMSolver(p)).solve(2, 1e-12)
+    assert "bandwidth" not in r.to_xarray()  # nothing of the kind for finite differences
