@@ -75,7 +75,8 @@ class MFGProblem:
     T, Nt : horizon and number of time steps (``Nt >= 1``).
     sigma : volatility (> 0); ``nu = sigma**2 / 2``.
     potential, coupling, coupling_dm, terminal_cost : vectorised callables ``V(x)``, ``F(m)``,
-        ``F'(m)``, ``g(x)``; ``None`` means zero.
+        ``F'(m)``, ``g(x)``; ``None`` means zero. ``coupling_dm`` is checked against a central
+        difference of ``coupling``; it is what a linearisation of the coupling (``problem.dF``) uses.
     m0 : initial density (vectorised callable, required); normalised to discrete mass 1.
     boundary : ``"neumann"`` or ``"periodic"``.
     lam : control cost (> 0).
@@ -198,6 +199,23 @@ class MFGProblem:
                                  f"got {out.shape}")
             if not np.all(np.isfinite(out)):
                 raise ValueError(f"{label} returned NaN or inf for a valid density")
+        if self.coupling is not None and self.coupling_dm is not None:
+            self._check_derivative(probe)
+
+    def _check_derivative(self, probe: np.ndarray) -> None:
+        """``coupling_dm`` must be the derivative of ``coupling``: compared with a central difference
+        (relative step 1e-5) where the probe density is not tiny, so that a wrong derivative is
+        caught here rather than silently used."""
+        m = probe[probe > 1e-3 * probe.max()]
+        h = 1e-5 * m
+        fd = (np.asarray(self.coupling(m + h), dtype=np.float64)
+              - np.asarray(self.coupling(m - h), dtype=np.float64)) / (2 * h)
+        d = np.asarray(self.coupling_dm(m.copy()), dtype=np.float64)
+        bad = np.abs(d - fd) > 1e-4 * (np.abs(d) + np.abs(fd)) + 1e-6
+        if np.any(bad):
+            i = int(np.argmax(bad))
+            raise ValueError(f"coupling_dm is not the derivative of coupling: at m = {m[i]:.6g} it gives "
+                             f"{d[i]:.6g}, a central difference of coupling gives {fd[i]:.6g}")
 
     def F(self, M: np.ndarray) -> np.ndarray:
         """The coupling ``F(m)`` evaluated pointwise on a density array (zero if no coupling)."""

@@ -43,6 +43,14 @@ def test_callables_are_evaluated_and_none_means_zero():
     assert np.all(p.F(np.ones((2, p.x.size))) == 0)
 
 
+def test_a_correct_derivative_passes_and_df_matches_it():
+    p = make(coupling=lambda m: m**3, coupling_dm=lambda m: 3 * m**2)
+    M = np.full((2, p.x.size), 0.5)
+    assert np.allclose(p.dF(M), 0.75)
+    q = make(coupling=lambda m: m**3)  # no derivative given: dF by central differences
+    assert np.allclose(q.dF(M), 0.75, rtol=1e-6)
+
+
 def test_parameters_are_json_friendly():
     import json
 
@@ -77,6 +85,7 @@ def test_parameters_are_json_friendly():
         (dict(coupling=lambda m: np.log(m - 10.0)), "coupling"),
         (dict(coupling=lambda m: m, coupling_dm=lambda m: m.ravel()), "coupling_dm"),
         (dict(coupling_dm=lambda m: m), "coupling_dm"),
+        (dict(coupling=lambda m: m**2, coupling_dm=lambda m: m), "coupling_dm is not the derivative"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_parameter(kw, field):
