@@ -11,14 +11,14 @@ from .backends import BackendUnavailableError, get_backend
 from .coupling import DivergenceError, FixedPointIterator
 from .problem import MFGProblem
 from .result import FixedPointResult
-from .solvers import ConvergenceError, FPFDMSolver, HJBFDMSolver
+from .solvers import ConvergenceError, FPFDMSolver, HJBFDMSolver, NonFiniteError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "MFGProblem", "problems", "backends", "get_backend", "BackendUnavailableError",
     "HJBFDMSolver", "FPFDMSolver", "FixedPointIterator", "FixedPointResult",
-    "ConvergenceError", "DivergenceError", "__version__",
+    "ConvergenceError", "DivergenceError", "NonFiniteError", "__version__",
 ]
 
 

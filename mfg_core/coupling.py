@@ -40,7 +40,7 @@ from . import anderson as _aa
 from .backends import Backend, get_backend
 from .problem import MFGProblem
 from .result import FixedPointResult
-from .solvers import ConvergenceError
+from .solvers import ConvergenceError, NonFiniteError
 
 log = logging.getLogger("mfg_core")
 
@@ -106,7 +106,6 @@ class FixedPointIterator:
             raise ValueError("give the Anderson depth as anderson_depth=, not depth=")
         self.anderson = _aa.make_options(anderson_depth, **anderson_options)
         self.anderson_depth = self.anderson.depth
-        self.anderson_options = anderson_options
         if backend is not None:
             be = get_backend(backend)
             for s in (hjb_solver, fp_solver):
@@ -179,6 +178,8 @@ class FixedPointIterator:
         for label, X in (("initial U", U), ("initial M", M)):
             if X.shape != p.shape:
                 raise ValueError(f"{label} must have shape {p.shape}, got {X.shape}")
+            if not np.all(np.isfinite(X)):
+                raise ValueError(f"{label} contains NaN or inf")
         compile_time = self.warmup() if warmup else 0.0
         start = time.perf_counter()
         if self.use_anderson:
@@ -216,9 +217,10 @@ class FixedPointIterator:
             else:
                 M_star = self.fp_solver.solve(U)
                 U_star = self.hjb_solver.solve(M_star)
+        except NonFiniteError as exc:
+            raise DivergenceError(f"non-finite iterate at iteration {k}: {exc}") from exc
         except (ValueError, ConvergenceError) as exc:
-            if not (np.all(np.isfinite(U)) and np.all(np.isfinite(M))):
-                raise DivergenceError(f"non-finite iterate at iteration {k}: {exc}") from exc
+            exc.add_note(f"(in the Picard map at fixed-point iteration {k})")
             raise
         return U_star, M_star
 

@@ -47,7 +47,7 @@ import numpy as np
 from .backends import Backend, get_backend
 from .kde import bandwidth_factor, check_bandwidth
 from .problem import MFGProblem
-from .solvers import ConvergenceError, _BackendMixin, _check_field
+from .solvers import NonFiniteError, _BackendMixin, _check_field
 
 __all__ = ["FPParticleSolver", "sample_piecewise_linear", "grid_gradient"]
 
@@ -179,7 +179,7 @@ class FPParticleSolver(_BackendMixin):
         X, M, crossed, hs = self._run(U, rng)
         self.last_seconds = time.perf_counter() - start
         if not np.all(np.isfinite(M)):
-            raise ConvergenceError(f"particle FP solve on backend {self.backend.name!r} produced NaN or inf "
+            raise NonFiniteError(f"particle FP solve on backend {self.backend.name!r} produced NaN or inf "
                                    f"(bandwidths {hs.min():.3g}..{hs.max():.3g})")
         # the kernels neither create nor lose particles, and fold them all into the domain
         if X.shape != (self.num_particles,):

@@ -18,6 +18,14 @@ class ConvergenceError(RuntimeError):
     """An inner solve (Newton) failed to converge, or an iterate became non-finite."""
 
 
+class NonFiniteError(ConvergenceError):
+    """A solve produced NaN or inf, or the coupling is not finite for the density it was given.
+
+    Inside a fixed-point iteration this is divergence: the iterator re-raises it as
+    :class:`mfg_core.DivergenceError` naming the iteration.
+    """
+
+
 def _check_field(name: str, arr, shape: tuple[int, int]) -> np.ndarray:
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != shape:
@@ -73,7 +81,7 @@ class HJBFDMSolver(_BackendMixin):
         M = _check_field("M", M, p.shape)
         source = p.V[None, :] + p.F(M)
         if not np.all(np.isfinite(source)):
-            raise ValueError("V + F(M) is not finite: the coupling is undefined for this density "
+            raise NonFiniteError("V + F(M) is not finite: the coupling is undefined for this density "
                              f"(min M = {M.min():.3g})")
         start = time.perf_counter()
         U, its = self._run(source)
@@ -84,7 +92,7 @@ class HJBFDMSolver(_BackendMixin):
             raise ConvergenceError(f"HJB Newton did not reach newton_tol={self.newton_tol:g} in "
                                    f"{self.newton_maxiter} steps at t={p.t[k]:.6g} (time index {k})")
         if not np.all(np.isfinite(U)):
-            raise ConvergenceError("HJB solve produced NaN or inf")
+            raise NonFiniteError("HJB solve produced NaN or inf")
         return U
 
     def warmup(self) -> float:
@@ -121,7 +129,7 @@ class FPFDMSolver(_BackendMixin):
         M = self._run(U)
         self.last_seconds = time.perf_counter() - start
         if not np.all(np.isfinite(M)):
-            raise ConvergenceError("FP solve produced NaN or inf")
+            raise NonFiniteError("FP solve produced NaN or inf")
         return M
 
     def warmup(self) -> float:

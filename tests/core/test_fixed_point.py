@@ -89,3 +89,34 @@ def test_to_xarray_has_fields_history_and_json_clean_attrs():
     assert json.loads(ds.attrs["problem_params"])["kappa"] == 0.5
     json.dumps(ds.attrs)  # plain JSON
     assert np.allclose(ds["mass"].values, 1.0, atol=1e-12)
+
+
+def test_a_coupling_that_blows_up_mid_iteration_is_divergence_naming_the_iteration():
+    """A solver's NonFiniteError inside the loop becomes DivergenceError with the iteration."""
+    calls = {"n": 0, "bad": None}
+
+    def F(m):
+        calls["n"] += 1  # one call per HJB solve once the problem is built
+        return np.full_like(m, np.inf) if calls["n"] == calls["bad"] else m
+
+    p = mc.problems.load("congestion", Nx=20, Nt=10, coupling=F)
+    calls["bad"] = calls["n"] + 3  # after validation: the HJB solve of iteration 3
+    with pytest.raises(mc.DivergenceError, match="iteration 3"):
+        iterator(p).solve(max_iterations=10, tolerance=1e-12)
+
+
+def test_other_solver_failures_keep_their_type_and_name_the_iteration():
+    p = mc.problems.load("congestion", Nx=20, Nt=10)
+    it = mc.FixedPointIterator(p, mc.HJBFDMSolver(p, newton_tol=1e-30, newton_maxiter=1), mc.FPFDMSolver(p))
+    with pytest.raises(mc.ConvergenceError) as info:
+        it.solve(max_iterations=5, tolerance=1e-12)
+    assert not isinstance(info.value, mc.DivergenceError)
+    assert "iteration 1" in "".join(getattr(info.value, "__notes__", []))
+
+
+def test_non_finite_initial_guess_is_rejected():
+    p = mc.problems.load("congestion", Nx=20, Nt=10)
+    U0, M0 = iterator(p).initial_guess()
+    U0[3, 3] = np.nan
+    with pytest.raises(ValueError, match="initial U"):
+        iterator(p).solve(initial=(U0, M0))

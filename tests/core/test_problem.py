@@ -51,6 +51,12 @@ def test_a_correct_derivative_passes_and_df_matches_it():
     assert np.allclose(q.dF(M), 0.75, rtol=1e-6)
 
 
+def test_a_kink_is_not_judged_by_the_derivative_check():
+    p = make(m0=lambda x: np.ones_like(x), coupling=lambda m: np.maximum(m - 1.0, 0.0),
+             coupling_dm=lambda m: (m > 1.0).astype(float))  # m0 sits exactly on the kink
+    assert p.coupling_dm is not None
+
+
 def test_parameters_are_json_friendly():
     import json
 
