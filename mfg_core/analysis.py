@@ -51,12 +51,28 @@ def _history(ds, name: str) -> np.ndarray:
     return np.asarray(ds[name].values, dtype=float) if name in ds else np.zeros(0)
 
 
-def residual_history(ds) -> np.ndarray:
-    """``max(res_U, res_M)`` per iteration (empty for a run that diverged to NaN)."""
-    ru, rm = _history(ds, "res_U"), _history(ds, "res_M")
+def _max_pair(ds, a: str, b: str) -> np.ndarray:
+    ru, rm = _history(ds, a), _history(ds, b)
     if ru.size == 0 or rm.size == 0:
         return np.zeros(0)
     return np.maximum(ru, rm)
+
+
+def residual_history(ds) -> np.ndarray:
+    """Relative fixed-point residual ``max(fp_res_U, fp_res_M)`` per iteration.
+
+    This is the quantity that compares across coupling methods: under damping the change between
+    iterates (``res_U``, ``res_M``, what damping stops on) is ``thetaUM`` times it, under Anderson it
+    is the length of the extrapolated step. Stores without it fall back to the change; a run that
+    diverged to NaN gives an empty array.
+    """
+    res = _max_pair(ds, "fp_res_U", "fp_res_M")
+    return res if res.size else change_history(ds)
+
+
+def change_history(ds) -> np.ndarray:
+    """``max(res_U, res_M)``: the relative change between iterates (the stopping criterion)."""
+    return _max_pair(ds, "res_U", "res_M")
 
 
 def mass_deviation_pct(ds) -> float:
@@ -75,6 +91,7 @@ def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
     iterations = int(ds.attrs.get("iterations", _history(ds, "res_U").size))
     wall = _attr_float(ds, "wall_time")
     res = residual_history(ds)
+    change = change_history(ds)
     mass_err = _history(ds, "mass_error")
     min_m = float(np.nanmin(ds["m"].values)) if np.any(np.isfinite(ds["m"].values)) else math.nan
     row.update({
@@ -82,7 +99,8 @@ def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
         "converged": bool(ds.attrs.get("converged", 0)),
         "iterations": iterations,
         "final_residual": float(res[-1]) if res.size else math.nan,
-        "min_residual": float(res.min()) if res.size else math.nan,
+        "min_residual": float(np.nanmin(res)) if np.any(np.isfinite(res)) else math.nan,
+        "final_change": float(change[-1]) if change.size else math.nan,
         "wall_time_s": wall,
         "compile_time_s": _attr_float(ds, "compile_time"),
         "seconds_per_iteration": wall / iterations if iterations > 0 and math.isfinite(wall) else math.nan,

@@ -71,7 +71,8 @@ def mass_figure(problem: str, over_time: pd.DataFrame, over_iterations: pd.DataF
 
 def residual_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]],
                     tolerances: Mapping[str, float] | None = None):
-    """Residual history max(res_U, res_M) per iteration on a log scale, one panel per FP method."""
+    """Fixed-point residual ``max(fp_res_U, fp_res_M)`` per iteration on a log scale, one panel per FP
+    method (see :func:`mfg_core.analysis.residual_history`)."""
     plt = _plt()
     runs = [(k, ds) for k, ds in runs if k["problem"] == problem]
     fps = sorted({k["fp"] for k, _ in runs}) or ["fdm"]
@@ -88,7 +89,7 @@ def residual_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]],
                 ax.plot([], [], _STYLES.get(k["backend"], "-"), color=_COLORS.get(k["coupling"]), label=label)
         if tolerances and fp in tolerances:
             ax.axhline(tolerances[fp], color="grey", lw=0.8, ls="--", label="tolerance")
-        ax.set(yscale="log", xlabel="iteration", ylabel="max(res_U, res_M)", title=f"{problem}, FP {fp}")
+        ax.set(yscale="log", xlabel="iteration", ylabel="fixed-point residual", title=f"{problem}, FP {fp}")
     _legend(fig, *axes[0])
     return fig
 

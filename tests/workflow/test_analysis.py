@@ -125,3 +125,15 @@ def test_fields_figure_picks_converged_reference_runs(runs, tmp_path):
     path = io.save_figure(report.fields_figure("c", chosen), tmp_path / "fields.png")
     assert path.read_bytes().startswith(b"\x89PNG")
     assert report.pick_field_runs([candidates[0]]) == {}  # nothing finite to show
+
+
+def test_final_residual_is_the_fixed_point_residual_not_the_damped_change():
+    """Under damping the change between iterates is thetaUM times the fixed-point residual: the
+    table must report the residual, so that damping and Anderson compare like for like."""
+    p = mc.problems.load("congestion", Nx=20, Nt=10)
+    res = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), mc.FPFDMSolver(p), thetaUM=0.25).solve(6, 1e-12)
+    row = analysis.run_summary({"problem": "c", "fp": "fdm", "coupling": "damping", "backend": "numpy"},
+                               res.to_xarray())
+    assert row["final_residual"] == pytest.approx(max(res.history["fp_res_U"][-1], res.history["fp_res_M"][-1]))
+    assert row["final_change"] == pytest.approx(max(res.history["res_U"][-1], res.history["res_M"][-1]))
+    assert 2.5 < row["final_residual"] / row["final_change"] < 6  # about 1 / thetaUM

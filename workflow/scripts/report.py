@@ -38,7 +38,10 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
          "text": "One row per (problem, FP method, coupling method, backend). status is converged, "
                  "not_converged (max_iterations reached) or diverged (residual blow-up, or a non-finite "
                  "iterate: then the fields are NaN). wall_time_s is the fixed-point loop; compile_time_s "
-                 "the one-off warm-up (jit compilation) before it.",
+                 "the one-off warm-up (jit compilation) before it. final_residual is the relative "
+                 "fixed-point residual max(||Phi(x)_U - U|| / ||Phi(x)_U||, same for M) of the last point "
+                 "evaluated, comparable across coupling methods; final_change is the relative change between "
+                 "the last two iterates, which damping stops on (thetaUM times the residual).",
          "tables": [("All runs", runs_df.drop(columns=["reason"]))]
                    + ([("Not run here (skip_unavailable)", pd.DataFrame(sm.params.skipped))]
                       if sm.params.skipped else [])},
@@ -53,7 +56,8 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
                  "iterations and time_ratio = damping wall time / wall time (above 1: fewer iterations, "
                  "less time). Ratios mean something only where both_converged is true.",
          "tables": [("Coupling methods", coupling_df)],
-         "figures": figs(sm.input.residual_figures, "Residual max(res_U, res_M) per iteration (log scale)")},
+         "figures": figs(sm.input.residual_figures, "Fixed-point residual max(||Phi(x)_U - U|| / ||Phi(x)_U||, same for M) per iteration (log scale); "
+                                       "damping stops when thetaUM times it falls below the tolerance")},
         {"title": "Backends: time and agreement",
          "text": f"Reference backend: {sm.params.reference}. speedup_per_iteration = reference seconds per "
                  "iteration / seconds per iteration (compile time excluded, shown apart). Agreement: "
