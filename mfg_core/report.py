@@ -117,8 +117,9 @@ def backend_figure(problem: str, backends: pd.DataFrame):
 
 
 def pick_field_runs(runs: Iterable[tuple[Mapping[str, str], Any]], reference: str = "numpy"):
-    """The runs a fields figure shows: for each FP method, the reference backend's run, preferring a
-    converged one and then damping, anderson, anderson_plain (so the picture is a fixed point)."""
+    """The runs a fields figure shows: for each FP method, a run with a finite density, preferring a
+    converged one (so the picture is a fixed point), then the reference backend, then damping,
+    anderson, anderson_plain."""
     order = {"damping": 0, "anderson": 1, "anderson_plain": 2}
     chosen: dict[str, tuple[Mapping[str, str], Any]] = {}
     for fp in ("fdm", "particle"):
@@ -162,8 +163,8 @@ def fields_figure(problem: str, chosen: Mapping[str, tuple[Mapping[str, str], An
 
 def _value(df, group, backend, col):
     sel = df[(df["fp"] == group[0]) & (df["coupling"] == group[1]) & (df["backend"] == backend)]
-    v = float(sel[col].iloc[0]) if len(sel) else math.nan
-    return v if math.isfinite(v) else 0.0
+    # NaN (a diverged run has no time per iteration) draws no bar; 0 would look infinitely fast
+    return float(sel[col].iloc[0]) if len(sel) else math.nan
 
 
 def _legend(fig, *axes):

@@ -1,5 +1,5 @@
-# Stage 3d: what the solutions look like. Per problem: m(t, x) and u(t, x) of the reference FDM run
-# as space-time maps, and the density at three times, FDM beside particles.
+# Stage 3d: what the solutions look like. Per problem: m(t, x) and u(t, x) of an FDM run (converged,
+# reference backend first) as space-time maps, and the density at three times, FDM beside particles.
 
 
 rule plot_fields:

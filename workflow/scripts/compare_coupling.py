@@ -7,7 +7,7 @@ from mfg_core import io
 with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_core import analysis, report
 
-    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = [(k, io.open_store(p, load=False)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
     table = analysis.coupling_table(pd.read_csv(snakemake.input.runs_table))  # noqa: F821
     io.write_csv(table, snakemake.output.table)  # noqa: F821
     tolerances = {"fdm": snakemake.params.tolerance, "particle": snakemake.params.particle_tolerance}  # noqa: F821

@@ -5,7 +5,7 @@ from mfg_core import io
 with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_core import analysis, report
 
-    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = [(k, io.open_store(p, load=False)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
     over_time = analysis.mass_over_time(runs)
     over_iterations = analysis.mass_over_iterations(runs)
     io.write_csv(analysis.mass_table(runs), snakemake.output.table)  # noqa: F821

@@ -22,8 +22,8 @@ with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
 
     problems = {}
     for label, path in zip(sm.params.problems, sm.input.problems, strict=True):
-        problems[label] = json.loads(io.open_store(path).attrs["problem_parameters"])
-    stores = [io.open_store(p) for p in sm.input.runs]
+        problems[label] = json.loads(io.open_store(path, load=False).attrs["problem_parameters"])
+    stores = [io.open_store(p, load=False) for p in sm.input.runs]  # attrs only: no field is read
     prov = analysis.provenance_summary(stores)
 
     def figs(paths, what):
