@@ -1,4 +1,10 @@
-r"""Damping versus Anderson acceleration on one problem: the table behind the comparison stage.
+r"""Damping versus Anderson acceleration on one problem, in one process (for notebooks and tests).
+
+The workflow's ``compare_coupling`` stage draws the same comparison from its stored runs instead
+(one Snakemake job per run, so runs are cached, parallel and shared with the other stages; see
+:func:`mfg_core.analysis.coupling_table`); both run "plain" Anderson with :data:`PLAIN_OPTIONS`, and
+a test keeps the workflow's schema default in step with it. This module adds a sweep over several
+``thetaUM`` and runs everything in one call.
 
 :func:`compare_coupling` solves one MFG problem with the Picard iteration of
 :class:`mfg_core.FixedPointIterator` under three kinds of update of the state ``x = (U, M)``,
