@@ -68,8 +68,8 @@ _check_problems()
 
 
 def _check_anderson():
-    """Anderson options are checked by mfg_core.anderson itself (names and ranges) when it exists."""
-    if not set(COUPLINGS) & {"anderson", "anderson_plain"} or _module_missing("mfg_core.anderson"):
+    """Anderson options are checked by mfg_core.anderson itself (names and ranges)."""
+    if not set(COUPLINGS) & {"anderson", "anderson_plain"}:
         return
     from mfg_core.anderson import make_options
 
@@ -83,7 +83,7 @@ def _check_anderson():
 
 
 # ---------------------------------------------------------------------------------------------
-# which runs can run here: a missing library or a feature that has not landed is reported by name
+# which runs can run here: a backend whose library is missing is reported by name
 def _module_missing(name):
     try:
         return importlib.util.find_spec(name) is None
@@ -92,22 +92,16 @@ def _module_missing(name):
 
 
 def unavailable_reason(fp, coupling, backend):
-    """``(config field, reason)`` if (fp, coupling, backend) cannot run in this installation, else None."""
+    """``(config field, reason)`` if ``backend``'s library is not installed here, else None.
+
+    Every FP method and coupling method ships with mfg_core; only a backend's library can be absent.
+    """
     from mfg_core.backends import REGISTRY
 
     package, library, extra = REGISTRY[backend]
     if library is not None and _module_missing(library):
         return "backends", (f"backend {backend!r} needs the package {library!r}, which is not "
                             f"installed (pip install 'mfg-core[{extra}]')")
-    if _module_missing(f"{package}.fdm"):
-        return "backends", f"backend {backend!r} has no finite-difference kernels ({package}.fdm) in this version"
-    if fp == "particle":
-        if _module_missing("mfg_core.particles"):
-            return "fp_methods", "fp method 'particle' needs mfg_core.particles, which this version does not have"
-        if _module_missing(f"{package}.particles"):
-            return "backends", f"backend {backend!r} has no particle kernels ({package}.particles) in this version"
-    if coupling in ("anderson", "anderson_plain") and _module_missing("mfg_core.anderson"):
-        return "couplings", f"coupling {coupling!r} needs mfg_core.anderson, which this version does not have"
     return None
 
 
