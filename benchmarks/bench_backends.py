@@ -33,6 +33,8 @@ import numpy as np
 
 import mfg_core as mc
 from mfg_core import backends
+from mfg_core.analysis import max_relative_difference
+from mfg_core.io import atomic_path, write_text
 
 SIZES = (100, 400, 1600)
 #: timed runs per size (median reported); fewer on the large grid to keep ``make bench`` short
@@ -167,8 +169,7 @@ def main(outdir: pathlib.Path) -> list[dict]:
             elif (name, N) in FLOOR_TARGET:
                 goal = FLOOR_TARGET[(name, N)]
                 target, met = f"<= {goal:g}x floor", "yes" if ratio <= goal else "NO"
-            diff = max(float(np.max(np.abs(r["U"] - base["U"])) / np.max(np.abs(base["U"]))),
-                       float(np.max(np.abs(r["M"] - base["M"])) / np.max(np.abs(base["M"]))))
+            diff = max(max_relative_difference(r["U"], base["U"]), max_relative_difference(r["M"], base["M"]))
             rows.append({
                 "N": N, "backend": name,
                 "kernel_ms_per_iteration": r["kernel"] * 1e3,
@@ -186,7 +187,7 @@ def main(outdir: pathlib.Path) -> list[dict]:
 
 def _write(outdir: pathlib.Path, rows: list[dict]) -> None:
     fields = list(rows[0])
-    with open(outdir / "backends.csv", "w", newline="") as fh:
+    with atomic_path(outdir / "backends.csv") as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         w.writerows(rows)
@@ -221,7 +222,7 @@ def _write(outdir: pathlib.Path, rows: list[dict]) -> None:
             f"{r['iteration_ms']:.2f} | {r['iteration_speedup_vs_numpy']:.2f} | "
             f"{r['newton_steps_per_iteration']:.0f} | {r['compile_s']:.2f} | "
             f"{r['max_rel_diff_vs_numpy']:.1e} | {r['target'] or '-'} | {r['target_met'] or '-'} |")
-    (outdir / "backends.md").write_text("\n".join(lines) + "\n")
+    write_text(outdir / "backends.md", "\n".join(lines) + "\n")
     print("\n".join(lines[-len(rows) - 2:]))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 import mfg_core as mc
 from mfg_core import backends
+from mfg_core.io import atomic_path, write_text
 from mfg_core.kde import kde_on_grid
 from mfg_core.particles import FPParticleSolver
 
@@ -133,7 +134,7 @@ def _write(outdir: pathlib.Path, names: list[str], kde_rows: list[dict], fp_rows
     labels = [label for _, label, _ in _variants(names)]
     fields = ["section", "backend", "N", "M", "Nt", *[f"{n}_s" for n in labels], "scipy_s", "scipy_status",
               "speedup_numpy", "solve_s", "compile_s", "max_rel_diff_vs_numpy", "mass_error"]
-    with open(outdir / "kde.csv", "w", newline="") as fh:
+    with atomic_path(outdir / "kde.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in kde_rows + fp_rows:
@@ -174,7 +175,7 @@ def _write(outdir: pathlib.Path, names: list[str], kde_rows: list[dict], fp_rows
     for r in fp_rows:
         lines.append(f"| {r['backend']} | {r['solve_s']:.3f} | {r['compile_s']:.2f} | "
                      f"{r['max_rel_diff_vs_numpy']:.1e} | {r['mass_error']:.1e} |")
-    (outdir / "kde.md").write_text("\n".join(lines) + "\n")
+    write_text(outdir / "kde.md", "\n".join(lines) + "\n")
 
 
 def main(outdir: pathlib.Path) -> None:
