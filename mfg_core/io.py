@@ -353,9 +353,12 @@ def job_log(path: str | os.PathLike, *, level: int = 20) -> Iterator[Any]:
 
 
 def set_thread_env(threads: int) -> None:
-    """Limit every threading library to ``threads`` before any of them is imported.
+    """Limit numba and torch to ``threads`` before they are imported.
 
-    Snakemake exports OMP/MKL/OpenBLAS thread counts from a rule's ``threads`` but not
+    numpy (and its BLAS) is already imported by the time this runs (``mfg_core.io`` needs it), so
+    for BLAS the OMP/MKL/OpenBLAS variables that Snakemake exports per job are what count; setting
+    them here covers child processes. Snakemake exports OMP/MKL/OpenBLAS thread counts from a rule's
+    ``threads`` but not
     ``NUMBA_NUM_THREADS``; numba reads it once at import, so it must be set first. torch follows
     ``OMP_NUM_THREADS`` at import (and ``set_num_threads`` if it is already imported). XLA (jax) has
     no stable thread-count flag, so jax is left alone rather than fed a flag it may reject.
