@@ -23,3 +23,26 @@ def accelerated_backend(request):
     if name not in backends.available():
         pytest.skip(f"backend {name!r} not installed")
     return name
+
+
+@pytest.fixture
+def poisoned_fp():
+    """``poisoned_fp(problem, at)``: an FPFDMSolver whose ``at``-th solve returns a NaN in M."""
+    import numpy as np
+
+    from mfg_core import FPFDMSolver
+
+    def make(problem, at):
+        class PoisonedFP(FPFDMSolver):
+            calls = 0
+
+            def solve(self, U):
+                self.calls += 1
+                M = super().solve(U)
+                if self.calls == at:
+                    M[5, 5] = np.nan
+                return M
+
+        return PoisonedFP(problem)
+
+    return make

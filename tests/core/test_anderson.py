@@ -199,20 +199,11 @@ def test_singular_least_squares_restarts_and_the_history_says_so(monkeypatch):
     assert np.all(np.isfinite(r.U)) and np.all(np.isfinite(r.M))
 
 
-def test_non_finite_picard_map_still_raises_naming_the_iteration():
+def test_non_finite_picard_map_still_raises_naming_the_iteration(poisoned_fp):
     p = mc.problems.load("congestion", Nx=30, Nt=20)
 
-    class PoisonedFP(mc.FPFDMSolver):
-        calls = 0
 
-        def solve(self, U):
-            type(self).calls += 1
-            M = super().solve(U)
-            if type(self).calls == 4:
-                M[5, 5] = np.nan
-            return M
-
-    it = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), PoisonedFP(p), use_anderson=True)
+    it = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), poisoned_fp(p, at=4), use_anderson=True)
     with pytest.raises(mc.DivergenceError, match="iteration 4"):
         it.solve(max_iterations=10, tolerance=1e-12)
 

@@ -33,20 +33,11 @@ def test_reaching_max_iterations_is_a_result_with_a_reason_not_an_exception():
     assert "tolerance" in r.reason or "diverged" in r.reason
 
 
-def test_non_finite_iterate_raises_naming_the_iteration():
+def test_non_finite_iterate_raises_naming_the_iteration(poisoned_fp):
     p = mc.problems.load("congestion", Nx=30, Nt=20)
 
-    class PoisonedFP(mc.FPFDMSolver):
-        calls = 0
 
-        def solve(self, U):
-            type(self).calls += 1
-            M = super().solve(U)
-            if type(self).calls == 3:
-                M[5, 5] = np.nan
-            return M
-
-    it = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), PoisonedFP(p), thetaUM=0.5)
+    it = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), poisoned_fp(p, at=3), thetaUM=0.5)
     with pytest.raises(mc.DivergenceError, match="iteration 3"):
         it.solve(max_iterations=10, tolerance=1e-12)
 
