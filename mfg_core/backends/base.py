@@ -1,17 +1,19 @@
 """The kernel interface every backend implements, and the object solvers hold.
 
-A backend is a sub-package ``mfg_core.backends.<name>`` with
+A backend is a sub-package ``mfg_core.backends.<name>`` (registered, with the library it needs and
+the pip extra that installs it, in :data:`mfg_core.backends.REGISTRY`) with
 
-* ``__init__.py`` -- ``LIBRARY`` (the import name of the library it needs, or ``None``),
-  ``EXTRA`` (the pip extra that installs it) and ``version()``;
-* ``fdm.py`` -- ``hjb_sweep`` and ``fp_sweep`` (the finite-difference kernels, see below);
-* ``particles.py`` -- ``particle_sweep`` and ``kde_on_grid`` (particle Fokker-Planck kernels).
+* ``__init__.py`` -- ``version()``;
+* ``fdm.py`` -- kernel factories ``make_hjb_sweep(scheme, *, newton_tol, newton_maxiter)`` and
+  ``make_fp_sweep(scheme)`` (the finite-difference scheme; the numpy reference states it);
+* ``particles.py`` -- ``make_particle_sweep(scheme, *, bandwidth, scale_by_std)`` and
+  ``make_kde(grid)`` (particle Fokker-Planck kernels).
 
-Kernels take and return plain float64 numpy arrays; a backend converts to its own array type inside
-the kernel, so that the solvers stay backend-agnostic and the numerics are identical.
-
-The finite-difference scheme (shared by every backend, see ``mfg_core/backends/numpy/fdm.py`` for
-the reference implementation and the equations).
+A factory validates the :class:`~mfg_core.grid.Scheme` (or grid) and the settings once
+(:mod:`mfg_core.backends.checks`) and returns a kernel that closes over the constants; kernels take
+and return plain float64 numpy arrays (a backend converts to its own array type inside), so the
+solvers stay backend-agnostic and the numerics are identical. A factory refuses a grid dimension it
+has no kernel for, naming the backend: nothing falls back to another backend.
 """
 
 from __future__ import annotations
@@ -53,19 +55,20 @@ class Backend:
             self._modules[which] = mod
         return mod
 
-    # --- finite differences -------------------------------------------------------------------
-    def hjb_sweep(self, source, terminal, *, dt, dx, nu, lam, periodic, newton_tol, newton_maxiter):
-        """Backward HJB sweep; see :func:`mfg_core.backends.numpy.fdm.hjb_sweep`."""
-        return self._module("fdm").hjb_sweep(
-            source, terminal, dt=dt, dx=dx, nu=nu, lam=lam, periodic=periodic,
-            newton_tol=newton_tol, newton_maxiter=newton_maxiter,
-        )
+    # --- kernel factories ----------------------------------------------------------------------
+    def make_hjb_sweep(self, scheme, *, newton_tol: float = 1e-12, newton_maxiter: int = 50):
+        """``sweep(source, terminal) -> (U, newton_its)``; see :mod:`mfg_core.backends.numpy.fdm`."""
+        return self._module("fdm").make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter)
 
-    def fp_sweep(self, U, mu0, *, dt, dx, nu, lam, periodic):
-        """Forward FP sweep (adjoint scheme); see :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-        return self._module("fdm").fp_sweep(U, mu0, dt=dt, dx=dx, nu=nu, lam=lam, periodic=periodic)
+    def make_fp_sweep(self, scheme):
+        """``sweep(U, mu0) -> mu`` (adjoint scheme); see :mod:`mfg_core.backends.numpy.fdm`."""
+        return self._module("fdm").make_fp_sweep(scheme)
 
-    # --- particles ------------------------------------------------------------------------------
-    def particles(self) -> ModuleType:
-        """The backend's particle-kernel module (``particle_sweep``, ``kde_on_grid``)."""
-        return self._module("particles")
+    def make_particle_sweep(self, scheme, *, bandwidth: float, scale_by_std: bool):
+        """``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``; see :mod:`mfg_core.backends.numpy.particles`."""
+        return self._module("particles").make_particle_sweep(scheme, bandwidth=bandwidth,
+                                                             scale_by_std=scale_by_std)
+
+    def make_kde(self, grid):
+        """``kde(samples, bandwidth, scale_by_std) -> density``; see :mod:`mfg_core.backends.numpy.particles`."""
+        return self._module("particles").make_kde(grid)

@@ -1,54 +1,130 @@
-"""Argument checks shared by every backend's kernels (one place, identical messages).
+"""Argument checks shared by every backend's kernel factories (one place, identical messages).
 
-Kernels are public functions on plain arrays, so they validate what they are given before any work;
-these helpers return the arguments coerced to contiguous float64 arrays and Python scalars.
+A kernel is built once from a :class:`~mfg_core.grid.Scheme` (or :class:`~mfg_core.grid.Grid`):
+the factory validates the scheme and the solver settings here and closes over the resulting
+constants, so that a call only checks the shapes of its arrays (a no-copy view for the float64,
+C-contiguous arrays the solvers pass).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..grid import Grid, Scheme
 
-def _scalars(**values: float) -> tuple[float, ...]:
-    out = []
-    for name, value in values.items():
+
+def positive(name: str, value: Any) -> float:
+    """``value`` as a float that is finite and > 0 (``ValueError`` naming ``name`` otherwise)."""
+    try:
         v = float(value)
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-        out.append(v)
-    return tuple(out)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+    return v
 
 
-def _field(name: str, arr) -> np.ndarray:
+def integer(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def field(name: str, arr, shape: tuple[int, ...]) -> np.ndarray:
+    """``arr`` as a C-contiguous float64 array of ``shape`` (no copy if it already is one)."""
     arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] < 2 or arr.shape[1] < 3:
-        raise ValueError(f"{name} must have shape (Nt+1, N) with Nt >= 1, N >= 3, got {arr.shape}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     return arr
 
 
-def _row(name: str, arr, n: int) -> np.ndarray:
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
-    return arr
+def require(what: str, grid: Grid, backend: str, dims: tuple[int, ...] = (1,)) -> None:
+    """Refuse a grid of a dimension this backend has no ``what`` kernel for (no silent fallback)."""
+    if not isinstance(grid, Grid):
+        raise ValueError(f"{what}: expected a mfg_core.grid.Grid, got {type(grid).__name__}")
+    if grid.dim not in dims:
+        raise ValueError(f"backend {backend!r} has no {grid.dim}D {what} kernel (it has {dims}D)")
 
 
-def hjb_args(source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter):
-    """Checked ``(source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)`` of ``hjb_sweep``."""
-    source = _field("source", source)
-    terminal = _row("terminal", terminal, source.shape[1])
-    dt, dx, nu, lam = _scalars(dt=dt, dx=dx, nu=nu, lam=lam)
-    (newton_tol,) = _scalars(newton_tol=newton_tol)
-    if isinstance(newton_maxiter, bool) or int(newton_maxiter) != newton_maxiter or newton_maxiter < 1:
-        raise ValueError(f"newton_maxiter must be an integer >= 1, got {newton_maxiter!r}")
-    return source, terminal, dt, dx, nu, lam, newton_tol, int(newton_maxiter)
+class FDMConstants(NamedTuple):
+    """What the 1D finite-difference kernels close over."""
+
+    shape: tuple[int, ...]  # (Nt + 1, N)
+    dt: float
+    dx: float
+    nu: float
+    lam: float
+    periodic: bool
+    newton_tol: float
+    newton_maxiter: int
 
 
-def fp_args(U, mu0, dt, dx, nu, lam):
-    """Checked ``(U, mu0, dt, dx, nu, lam)`` of ``fp_sweep``."""
-    U = _field("U", U)
-    mu0 = _row("mu0", mu0, U.shape[1])
-    dt, dx, nu, lam = _scalars(dt=dt, dx=dx, nu=nu, lam=lam)
-    return U, mu0, dt, dx, nu, lam
+def fdm_constants(scheme: Scheme, backend: str, what: str, newton_tol: float = 1e-12,
+                  newton_maxiter: int = 50) -> FDMConstants:
+    """Validated constants of a 1D FDM kernel (``newton_*`` only matter for the HJB sweep)."""
+    if not isinstance(scheme, Scheme):
+        raise ValueError(f"{what}: expected a mfg_core.grid.Scheme, got {type(scheme).__name__}")
+    require(what, scheme.grid, backend)
+    (axis,) = scheme.grid.axes
+    if axis.size < 3:
+        raise ValueError(f"{what}: the grid needs at least 3 nodes, got {axis.size}")
+    return FDMConstants(
+        shape=scheme.shape, dt=scheme.dt, dx=axis.spacing, nu=scheme.nu, lam=scheme.lam,
+        periodic=axis.periodic, newton_tol=positive("newton_tol", newton_tol),
+        newton_maxiter=integer("newton_maxiter", newton_maxiter, 1),
+    )
+
+
+class ParticleConstants(NamedTuple):
+    """What the 1D particle kernels close over (see ``mfg_core/backends/numpy/particles.py``)."""
+
+    xmin: float
+    dx: float
+    K: int  # grid nodes
+    periodic: bool
+    dt: float
+    lam: float
+    sigma: float
+    bandwidth: float  # the bandwidth, or its factor of the sample spread if scale_by_std
+    scale_by_std: bool
+
+
+def particle_constants(scheme: Scheme, backend: str, *, bandwidth: float,
+                       scale_by_std: bool) -> ParticleConstants:
+    """Validated constants of a 1D particle sweep."""
+    require("particle sweep", scheme.grid, backend)
+    (axis,) = scheme.grid.axes
+    if not isinstance(scale_by_std, (bool, np.bool_)):
+        raise ValueError(f"scale_by_std must be True or False, got {scale_by_std!r}")
+    return ParticleConstants(axis.lo, axis.spacing, axis.size, axis.periodic, scheme.dt, scheme.lam,
+                             scheme.sigma, positive("bandwidth", bandwidth), bool(scale_by_std))
+
+
+class KDEConstants(NamedTuple):
+    xmin: float
+    dx: float
+    K: int
+    periodic: bool
+
+
+def kde_constants(grid: Grid, backend: str) -> KDEConstants:
+    require("KDE", grid, backend)
+    (axis,) = grid.axes
+    if axis.size < 3:
+        raise ValueError(f"KDE: the grid needs at least 3 nodes, got {axis.size}")
+    return KDEConstants(axis.lo, axis.spacing, axis.size, axis.periodic)
+
+
+def particle_arrays(c: ParticleConstants, X0, noise, grad_u):
+    """Checked ``(X0, noise, grad_u)`` of a particle sweep: ``(N,)``, ``(S, N)``, ``(S, K)``."""
+    X0 = np.ascontiguousarray(X0, dtype=np.float64)
+    if X0.ndim != 1 or X0.size < 1:
+        raise ValueError(f"X0 must be a non-empty 1-D array of positions, got shape {X0.shape}")
+    noise = np.ascontiguousarray(noise, dtype=np.float64)
+    if noise.ndim != 2 or noise.shape[1] != X0.size:
+        raise ValueError(f"noise must have shape (steps, {X0.size}), got {noise.shape}")
+    grad_u = field("grad_u", grad_u, (noise.shape[0], c.K))
+    return X0, noise, grad_u

@@ -5,9 +5,6 @@ import jax
 # Every kernel of this package is float64; jax defaults to float32 unless told otherwise.
 jax.config.update("jax_enable_x64", True)
 
-LIBRARY = "jax"
-EXTRA = "jax"
-
 
 def version() -> str:
     return jax.__version__

@@ -126,17 +126,18 @@ def solve_tridiagonal(lower, diag, upper, rhs, periodic: bool) -> np.ndarray:
     return y - factor * z
 
 
-def hjb_step(unext, source, *, dt, dx, nu, lam, periodic, newton_tol, newton_maxiter):
+def hjb_step(unext, source, c: checks.FDMConstants):
     """One implicit HJB time step by Newton; returns ``(u, newton_iterations)``.
 
     ``newton_iterations`` is negative (minus the count) if the tolerance was not reached.
     """
+    dt, dx, nu, lam, periodic = c.dt, c.dx, c.nu, c.lam, c.periodic
     u = unext.copy()
-    for it in range(1, newton_maxiter + 1):
+    for it in range(1, c.newton_maxiter + 1):
         a_plus, a_minus, ham, lap = upwind(u, dx, lam, periodic)
         res = u - unext + dt * (-nu * lap + ham - source)
         scale = max(1.0, float(np.max(np.abs(u))))
-        if np.max(np.abs(res)) <= newton_tol * scale:
+        if np.max(np.abs(res)) <= c.newton_tol * scale:
             return u, it - 1
         lower, diag, upper = jacobian_bands(a_plus, a_minus, dt=dt, dx=dx, nu=nu, periodic=periodic)
         delta = solve_tridiagonal(lower, diag, upper, -res, periodic)
@@ -145,46 +146,55 @@ def hjb_step(unext, source, *, dt, dx, nu, lam, periodic, newton_tol, newton_max
             return u, it  # converged to round-off: the residual cannot fall further
     a_plus, a_minus, ham, lap = upwind(u, dx, lam, periodic)
     res = u - unext + dt * (-nu * lap + ham - source)
-    if np.max(np.abs(res)) <= newton_tol * max(1.0, float(np.max(np.abs(u)))):
-        return u, newton_maxiter
-    return u, -newton_maxiter
+    if np.max(np.abs(res)) <= c.newton_tol * max(1.0, float(np.max(np.abs(u)))):
+        return u, c.newton_maxiter
+    return u, -c.newton_maxiter
 
 
-def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
-    """Solve the HJB equation backward in time.
+def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
+    """The backward HJB sweep on ``scheme``: ``sweep(source, terminal) -> (U, newton_its)``.
 
     ``source`` has shape ``(Nt+1, N)``: ``source[n] = V + F(m^n)``; step ``n`` (from ``t_{n+1}`` to
-    ``t_n``) uses ``source[n+1]``. ``terminal`` is ``g`` on the nodes. Returns ``(U, newton_its)``
-    with ``U`` of shape ``(Nt+1, N)`` and ``newton_its[n]`` the Newton iterations of step ``n``
-    (negative where the tolerance was not reached).
+    ``t_n``) uses ``source[n+1]``. ``terminal`` is ``g`` on the nodes. ``U`` has shape
+    ``(Nt+1, N)``; ``newton_its[n]`` counts the Newton iterations of step ``n`` (negative where the
+    tolerance was not reached).
     """
-    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
-        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
-    nt1, n = source.shape
-    U = np.empty((nt1, n))
-    its = np.zeros(nt1 - 1, dtype=np.int64)
-    U[-1] = terminal
-    for k in range(nt1 - 2, -1, -1):
-        U[k], its[k] = hjb_step(
-            U[k + 1], source[k + 1], dt=dt, dx=dx, nu=nu, lam=lam, periodic=periodic,
-            newton_tol=newton_tol, newton_maxiter=newton_maxiter,
-        )
-    return U, its
+    c = checks.fdm_constants(scheme, "numpy", "HJB sweep", newton_tol, newton_maxiter)
+
+    def sweep(source, terminal):
+        source = checks.field("source", source, c.shape)
+        terminal = checks.field("terminal", terminal, c.shape[1:])
+        nt1, n = c.shape
+        U = np.empty((nt1, n))
+        its = np.zeros(nt1 - 1, dtype=np.int64)
+        U[-1] = terminal
+        for k in range(nt1 - 2, -1, -1):
+            U[k], its[k] = hjb_step(U[k + 1], source[k + 1], c)
+        return U, its
+
+    return sweep
 
 
-def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
-    """Solve the FP equation forward in time with the adjoint scheme, in mass variables ``mu = w m``.
+def make_fp_sweep(scheme):
+    """The forward FP sweep on ``scheme`` (adjoint scheme, mass variables ``mu = w m``):
+    ``sweep(U, mu0) -> mu``.
 
     ``U`` has shape ``(Nt+1, N)``; step ``n`` (``t_n -> t_{n+1}``) uses the drift of ``U[n]``.
-    Returns ``mu`` of shape ``(Nt+1, N)``; ``sum(mu[n])`` equals ``sum(mu0)`` to round-off.
+    ``mu`` has shape ``(Nt+1, N)``; ``sum(mu[n])`` equals ``sum(mu0)`` to round-off.
     """
-    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
-    nt1, n = U.shape
-    a_plus, a_minus, _, _ = upwind(U[:-1], dx, lam, periodic)
-    lower, diag, upper = jacobian_bands(a_plus, a_minus, dt=dt, dx=dx, nu=nu, periodic=periodic)
-    lower_t, diag_t, upper_t = transpose_bands(lower, diag, upper)
-    mu = np.empty((nt1, n))
-    mu[0] = mu0
-    for k in range(nt1 - 1):
-        mu[k + 1] = solve_tridiagonal(lower_t[k], diag_t[k], upper_t[k], mu[k], periodic)
-    return mu
+    c = checks.fdm_constants(scheme, "numpy", "FP sweep")
+
+    def sweep(U, mu0):
+        U = checks.field("U", U, c.shape)
+        mu0 = checks.field("mu0", mu0, c.shape[1:])
+        nt1, n = c.shape
+        a_plus, a_minus, _, _ = upwind(U[:-1], c.dx, c.lam, c.periodic)
+        lower, diag, upper = jacobian_bands(a_plus, a_minus, dt=c.dt, dx=c.dx, nu=c.nu, periodic=c.periodic)
+        lower_t, diag_t, upper_t = transpose_bands(lower, diag, upper)
+        mu = np.empty((nt1, n))
+        mu[0] = mu0
+        for k in range(nt1 - 1):
+            mu[k + 1] = solve_tridiagonal(lower_t[k], diag_t[k], upper_t[k], mu[k], c.periodic)
+        return mu
+
+    return sweep

@@ -1,7 +1,9 @@
 r"""Reference particle kernels (numpy): binned FFT kernel density estimate and the particle sweep.
 
-Every backend's ``particles.py`` implements the same two functions with the same formulas, so that
-the results agree to round-off; this module is the reference and states the numerics.
+Every backend's ``particles.py`` implements the same two kernel factories with the same formulas,
+``make_kde(grid) -> kde(samples, bandwidth, scale_by_std)`` and ``make_particle_sweep(scheme, ...)
+-> sweep(X0, noise, grad_u)``, so that the results agree to round-off; this module is the reference
+and states the numerics. Constants and host-side rules they share: :mod:`mfg_core.backends.kde_rules`.
 
 Grid
 ----
@@ -56,11 +58,9 @@ import math
 
 import numpy as np
 
+from .. import checks
 from ..binned_kde import density_from_counts
-
-#: image-sum / Fourier-series switch and number of Fourier modes (see the module docstring)
-IMAGE_LIMIT = 1.0 / 19.0
-FOURIER_MODES = 117
+from ..kde_rules import FOURIER_MODES, IMAGE_LIMIT, IMAGES, circular_spread, period
 
 
 def periodic_gaussian(P: int, dx: float, h: float) -> np.ndarray:
@@ -70,7 +70,7 @@ def periodic_gaussian(P: int, dx: float, h: float) -> np.ndarray:
     if h <= IMAGE_LIMIT * Lp:
         d = j * dx
         g = np.zeros(P)
-        for m in (-2, -1, 0, 1, 2):
+        for m in IMAGES:
             z = (d + m * Lp) / h
             g += np.exp(-0.5 * z * z)
         return g / (h * math.sqrt(2.0 * math.pi))
@@ -86,10 +86,7 @@ def spread(X: np.ndarray, periodic: bool, Lp: float) -> float:
     if not periodic:
         return float(np.std(X, ddof=1))
     theta = (2.0 * math.pi / Lp) * X
-    R = math.hypot(float(np.mean(np.cos(theta))), float(np.mean(np.sin(theta))))
-    if R <= 0.0:
-        return Lp
-    return min(Lp / (2.0 * math.pi) * math.sqrt(max(-2.0 * math.log(R), 0.0)), Lp)
+    return circular_spread(math.hypot(float(np.mean(np.cos(theta))), float(np.mean(np.sin(theta)))), Lp)
 
 
 def _cells(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool):
@@ -112,23 +109,27 @@ def _bin(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> np.nd
     return np.bincount(j, weights=1.0 - f, minlength=K) + np.bincount(jp, weights=f, minlength=K)
 
 
-def _density(counts, dx, h, periodic):
-    return density_from_counts(counts, dx, h, periodic, periodic_gaussian)
-
-
 def _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx) -> float:
     if not scale_by_std:
         return float(bandwidth)
-    Lp = (K if periodic else 2 * (K - 1)) * dx
-    return float(bandwidth) * spread(X, periodic, Lp)
+    return float(bandwidth) * spread(X, periodic, period(K, dx, periodic))
 
 
-def kde_on_grid(samples, *, xmin: float, dx: float, num_nodes: int, bandwidth: float,
-                scale_by_std: bool, periodic: bool) -> np.ndarray:
-    """Binned FFT KDE of ``samples`` (inside the domain) on the ``num_nodes`` grid nodes; mass 1."""
-    X = np.asarray(samples, dtype=np.float64)
-    h = _bandwidth(X, bandwidth, scale_by_std, periodic, num_nodes, dx)
-    return _density(_bin(X, xmin, dx, num_nodes, periodic), dx, h, periodic)
+def _kde(X, c, bandwidth, scale_by_std):
+    h = _bandwidth(X, bandwidth, scale_by_std, c.periodic, c.K, c.dx)
+    return density_from_counts(_bin(X, c.xmin, c.dx, c.K, c.periodic), c.dx, h, c.periodic, periodic_gaussian)
+
+
+def make_kde(grid):
+    """Binned FFT KDE on ``grid``: ``kde(samples, bandwidth, scale_by_std)`` -> density on the nodes
+    (mass 1). Samples must lie in the domain; ``h = bandwidth``, or ``bandwidth * spread`` if
+    ``scale_by_std``."""
+    c = checks.kde_constants(grid, "numpy")
+
+    def kde(samples, bandwidth, scale_by_std):
+        return _kde(np.asarray(samples, dtype=np.float64), c, bandwidth, scale_by_std)
+
+    return kde
 
 
 def fold(X: np.ndarray, xmin: float, dx: float, K: int, periodic: bool) -> tuple[np.ndarray, int]:
@@ -153,27 +154,30 @@ def interpolate(X: np.ndarray, values: np.ndarray, xmin: float, dx: float, perio
     return values[j] * (1.0 - f) + values[jp] * f
 
 
-def particle_sweep(X0, noise, grad_u, *, xmin: float, dx: float, dt: float, lam: float, sigma: float,
-                   bandwidth: float, scale_by_std: bool, periodic: bool):
-    """Advance the particles through ``len(noise)`` Euler-Maruyama steps, estimating the density after each.
+def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
+    """Euler-Maruyama particle sweep on ``scheme``: ``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``.
 
     ``X0`` (N,) positions inside the domain, ``noise`` (S, N) standard normals, ``grad_u`` (S, K) the
-    nodal ``u_x`` at the start of each step. Returns ``(X, M, crossed, h)``: final positions, the
-    densities ``M`` (S, K) after each step (mass 1), the number of particles reflected/wrapped in each
-    step (S,) and the bandwidth used for each density (S,).
+    nodal ``u_x`` at the start of each step. Returns the final positions, the densities ``M`` (S, K)
+    after each step (mass 1), the number of particles reflected/wrapped in each step (S,) and the
+    bandwidth of each density (S,).
     """
-    X = np.array(X0, dtype=np.float64)
-    noise = np.asarray(noise, dtype=np.float64)
-    grad_u = np.asarray(grad_u, dtype=np.float64)
-    S, K = grad_u.shape
-    c_drift = -dt / lam
-    c_noise = sigma * math.sqrt(dt)
-    M = np.empty((S, K))
-    crossed = np.zeros(S, dtype=np.int64)
-    hs = np.empty(S)
-    for n in range(S):
-        X = X + c_drift * interpolate(X, grad_u[n], xmin, dx, periodic) + c_noise * noise[n]
-        X, crossed[n] = fold(X, xmin, dx, K, periodic)
-        hs[n] = _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx)
-        M[n] = _density(_bin(X, xmin, dx, K, periodic), dx, hs[n], periodic)
-    return X, M, crossed, hs
+    c = checks.particle_constants(scheme, "numpy", bandwidth=bandwidth, scale_by_std=scale_by_std)
+    c_drift = -c.dt / c.lam
+    c_noise = c.sigma * math.sqrt(c.dt)
+
+    def sweep(X0, noise, grad_u):
+        X, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
+        S = noise.shape[0]
+        M = np.empty((S, c.K))
+        crossed = np.zeros(S, dtype=np.int64)
+        hs = np.empty(S)
+        for n in range(S):
+            X = X + c_drift * interpolate(X, grad_u[n], c.xmin, c.dx, c.periodic) + c_noise * noise[n]
+            X, crossed[n] = fold(X, c.xmin, c.dx, c.K, c.periodic)
+            hs[n] = _bandwidth(X, c.bandwidth, c.scale_by_std, c.periodic, c.K, c.dx)
+            M[n] = density_from_counts(_bin(X, c.xmin, c.dx, c.K, c.periodic), c.dx, hs[n], c.periodic,
+                                       periodic_gaussian)
+        return X, M, crossed, hs
+
+    return sweep

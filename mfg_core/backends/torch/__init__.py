@@ -1,8 +1,5 @@
 """torch backend: float64 tensors, a vectorised (cyclic-reduction) tridiagonal solve."""
 
-LIBRARY = "torch"
-EXTRA = "torch"
-
 
 def version() -> str:
     import torch
