@@ -2,7 +2,7 @@ r"""Type-II Anderson acceleration (Walker & Ni 2011) of the MFG Picard map, with
 
 The method
 ----------
-Let ``G`` be the Picard map (one HJB solve and one FP solve, see :mod:`mfg_core.coupling`) acting
+Let ``G`` be the Picard map (one HJB solve and one FP solve, see :mod:`mfg_core.rules`) acting
 on the state ``x`` (``(U, M)`` flattened, or ``U`` or ``M`` alone: ``accelerate``), and
 ``f_j = G(x_j) - x_j`` its fixed-point residual. With the last ``m_k = min(depth, k)`` differences
 
@@ -34,8 +34,8 @@ condition number of the column-scaled ``A`` (from ``R``) measures linear depende
 step. A non-finite least-squares solution (NaN in the history or a breakdown) is treated the same
 way and never reaches the iterate.
 
-Safeguards (applied by :class:`mfg_core.FixedPointIterator`, each switchable)
-----------------------------------------------------------------------------
+Safeguards (applied by the rule :class:`mfg_core.rules.Anderson`, each switchable)
+---------------------------------------------------------------------------------
 ``residual_check``
     An Anderson point ``x_{k+1}`` is accepted only if its residual satisfies
     ``||f_{k+1}||_W <= residual_growth * ||f_acc||_W`` (``f_acc``: residual of the last accepted
@@ -46,10 +46,11 @@ Safeguards (applied by :class:`mfg_core.FixedPointIterator`, each switchable)
     After every step (accelerated or fallback), ``M <- max(M, 0)`` and each time slice is rescaled
     to discrete mass 1 (``sum(weights * M[n]) = 1``): the extrapolation (2) can produce negative
     densities, and a particle density is only as normalised as its KDE.
-``common_random_numbers``
-    A particle FP solver (one exposing ``common_random_numbers``) is switched to reuse the same
-    random numbers at every call for the duration of the solve, which makes ``G`` deterministic; a
-    noisy ``G`` makes the differences ``dF`` pure noise and (1) meaningless.
+Common random numbers
+    are not an Anderson setting but the particle solver's own option (``common_random_numbers``):
+    a noisy ``G`` makes the differences ``dF`` pure noise and (1) meaningless, so the registered
+    method ``anderson`` builds its particle solver with common random numbers unless told otherwise
+    (:mod:`mfg_core.methods`).
 
 Reference: H. F. Walker and P. Ni, "Anderson acceleration for fixed-point iterations",
 SIAM J. Numer. Anal. 49(4), 2011, 1715-1735.
@@ -113,7 +114,6 @@ class AndersonOptions:
         ``"U"`` (state ``U``, map ``U -> HJB(FP(U))``). The other field follows the map.
     residual_check, residual_growth, restart_on_reject : the residual-decrease safeguard.
     positivity : project M onto ``M >= 0`` and renormalise the mass of each time slice.
-    common_random_numbers : switch a particle FP solver to common random numbers during the solve.
     """
 
     depth: int = 5
@@ -128,13 +128,14 @@ class AndersonOptions:
     residual_growth: float = 1.0
     restart_on_reject: bool = False
     positivity: bool = True
-    common_random_numbers: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 OPTION_NAMES = tuple(AndersonOptions.__dataclass_fields__)
+#: the safeguards off: Anderson as the seed library ran it (the method ``anderson_plain``)
+PLAIN_OPTIONS = {"residual_check": False, "positivity": False}
 
 
 def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
@@ -166,8 +167,6 @@ def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
         residual_growth=growth,
         restart_on_reject=_flag("restart_on_reject", options.get("restart_on_reject", d.restart_on_reject)),
         positivity=_flag("positivity", options.get("positivity", d.positivity)),
-        common_random_numbers=_flag("common_random_numbers",
-                                    options.get("common_random_numbers", d.common_random_numbers)),
     )
 
 
@@ -315,13 +314,15 @@ class AndersonMixer:
 def project_density(M: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``max(M, 0)`` with each time slice rescaled to discrete mass ``sum(weights * M[n]) = 1``.
 
-    A slice with no positive mass left (not produced by a convex mix of densities, but possible
-    after a wild extrapolation) is replaced by the uniform density.
+    ``weights`` has the shape of one slice. A slice with no positive mass left (not produced by a
+    convex mix of densities, but possible after a wild extrapolation) is replaced by the uniform
+    density.
     """
     M = np.maximum(M, 0.0)
-    mass = np.sum(M * weights, axis=1)
+    space = tuple(range(1, M.ndim))
+    mass = np.sum(M * weights, axis=space)
     bad = ~(mass > 0) | ~np.isfinite(mass)
     if np.any(bad):
         M[bad] = 1.0 / float(np.sum(weights))
-        mass = np.sum(M * weights, axis=1)
-    return M / mass[:, None]
+        mass = np.sum(M * weights, axis=space)
+    return M / mass.reshape((-1,) + (1,) * len(space))

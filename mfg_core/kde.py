@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from .backends import Backend, get_backend
+from .grid import BOUNDARIES, grid_from_nodes
 
 __all__ = ["kde_on_grid", "bandwidth_factor", "BANDWIDTH_RULES", "check_grid"]
 
 BANDWIDTH_RULES = ("scott", "silverman")
-BOUNDARIES = ("neumann", "periodic")
 
 
 def bandwidth_factor(rule: str, n: int) -> float:
@@ -135,8 +135,7 @@ def kde_on_grid(samples, grid, bandwidth: str | float = "scott", backend: str | 
         h, scale = bandwidth_factor(bw, X.size), True
     else:
         h, scale = bw, False
-    dens = be.particles().kde_on_grid(X, xmin=xmin, dx=dx, num_nodes=K, bandwidth=h,
-                                      scale_by_std=scale, periodic=periodic)
+    dens = be.make_kde(grid_from_nodes(grid, boundary))(X, h, scale)
     dens = np.asarray(dens, dtype=np.float64)
     if not np.all(np.isfinite(dens)):
         raise FloatingPointError(f"kde_on_grid on backend {be.name!r} produced NaN or inf")

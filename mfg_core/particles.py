@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from .backends import Backend, get_backend
+from .backends import Backend
+from .errors import NonFiniteError
 from .kde import bandwidth_factor, check_bandwidth
 from .problem import MFGProblem
-from .solvers import NonFiniteError, _BackendMixin, _check_field
+from .solvers import KernelSolver, check_field, check_problem
 
 __all__ = ["FPParticleSolver", "sample_piecewise_linear", "grid_gradient"]
 
@@ -93,7 +94,7 @@ def grid_gradient(U: np.ndarray, dx: float, periodic: bool) -> np.ndarray:
     return G
 
 
-class FPParticleSolver(_BackendMixin):
+class FPParticleSolver(KernelSolver):
     """Particle FP solver (see the module docstring): ``solve(U) -> M`` with ``M[0] = problem.m_init``.
 
     Parameters
@@ -115,8 +116,7 @@ class FPParticleSolver(_BackendMixin):
     def __init__(self, problem: MFGProblem, num_particles: int = 10_000, seed: int = 0,
                  backend: str | Backend | None = "numpy", bandwidth: str | float = "scott",
                  common_random_numbers: bool = True):
-        if not isinstance(problem, MFGProblem):
-            raise ValueError(f"problem must be an MFGProblem, got {type(problem).__name__}")
+        check_problem(problem)
         if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
             raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
         if num_particles < 1:
@@ -129,15 +129,17 @@ class FPParticleSolver(_BackendMixin):
                              f"num_particles >= 2, got {num_particles}; give a numeric bandwidth")
         if not isinstance(common_random_numbers, (bool, np.bool_)):
             raise ValueError(f"common_random_numbers must be True or False, got {common_random_numbers!r}")
-        self.problem = problem
-        self.backend = get_backend(backend)
         self.num_particles = int(num_particles)
         self.seed = int(seed)
         self.bandwidth = bw
         self.common_random_numbers = bool(common_random_numbers)
         self._rng = np.random.default_rng(self.seed)
-        self.last_seconds = 0.0
         self.diagnostics: dict[str, Any] = {}
+        super().__init__(problem, backend)
+
+    def _build(self, backend):
+        h, scale = self._bandwidth_args()
+        return backend.make_particle_sweep(self.problem.scheme, bandwidth=h, scale_by_std=scale)
 
     # ------------------------------------------------------------------------------------------
     def _bandwidth_args(self) -> tuple[float, bool]:
@@ -148,8 +150,6 @@ class FPParticleSolver(_BackendMixin):
     def _run(self, U: np.ndarray, rng: np.random.Generator):
         p = self.problem
         N = self.num_particles
-        kern = self.backend.particles()
-        h, scale = self._bandwidth_args()
         X = sample_piecewise_linear(p.m_init, p.xmin, p.dx, p.periodic, rng.random(N))
         grad = grid_gradient(U[:-1], p.dx, p.periodic)
         M = np.empty(p.shape)
@@ -162,9 +162,7 @@ class FPParticleSolver(_BackendMixin):
         for start in range(0, p.Nt, size):
             stop = min(start + size, p.Nt)
             noise = rng.standard_normal((stop - start, N))
-            X, Mc, cc, hc = kern.particle_sweep(
-                X, noise, grad[start:stop], xmin=p.xmin, dx=p.dx, dt=p.dt, lam=p.lam, sigma=p.sigma,
-                bandwidth=h, scale_by_std=scale, periodic=p.periodic)
+            X, Mc, cc, hc = self._kernel(X, noise, grad[start:stop])
             M[start + 1:stop + 1] = np.asarray(Mc, dtype=np.float64)
             crossed[start:stop] = np.asarray(cc)
             hs[start:stop] = np.asarray(hc, dtype=np.float64)
@@ -172,8 +170,11 @@ class FPParticleSolver(_BackendMixin):
 
     def solve(self, U: np.ndarray) -> np.ndarray:
         """Move the particles in the drift ``-U_x / lam``; returns ``M`` of shape ``problem.shape``."""
+        return self.sweep(check_field("U", U, self.problem.shape))
+
+    def sweep(self, U: np.ndarray) -> np.ndarray:
+        """:meth:`solve` for a float64, finite ``U`` of the right shape (not checked again)."""
         p = self.problem
-        U = _check_field("U", U, p.shape)
         rng = np.random.default_rng(self.seed) if self.common_random_numbers else self._rng
         start = time.perf_counter()
         X, M, crossed, hs = self._run(U, rng)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-BOUNDARIES = ("neumann", "periodic")
+from .grid import BOUNDARIES, Scheme, line
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
@@ -118,17 +118,15 @@ class MFGProblem:
         self.name = str(name)
         self.params = dict(params or {})
 
-        self.nu = 0.5 * self.sigma**2
-        self.dx = (self.xmax - self.xmin) / self.Nx
-        self.dt = self.T / self.Nt
-        if self.periodic:
-            self.x = self.xmin + self.dx * np.arange(self.Nx)
-            self.weights = np.full(self.Nx, self.dx)
-        else:
-            self.x = np.linspace(self.xmin, self.xmax, self.Nx + 1)
-            self.weights = np.full(self.Nx + 1, self.dx)
-            self.weights[[0, -1]] = 0.5 * self.dx
-        self.t = np.linspace(0.0, self.T, self.Nt + 1)
+        #: the space grid and the discretisation every kernel is built from
+        self.grid = line(self.xmin, self.xmax, self.Nx, boundary)
+        self.scheme = Scheme(self.grid, self.T, self.Nt, self.sigma, self.lam)
+        self.nu = self.scheme.nu
+        self.dx = self.grid.spacing[0]
+        self.dt = self.scheme.dt
+        self.x = self.grid.axes[0].nodes
+        self.weights = self.grid.weights
+        self.t = self.scheme.t
 
         for label, fn in (("potential", potential), ("coupling", coupling),
                           ("coupling_dm", coupling_dm), ("terminal_cost", terminal_cost), ("m0", m0)):
@@ -164,9 +162,17 @@ class MFGProblem:
         return self.boundary == "periodic"
 
     @property
-    def shape(self) -> tuple[int, int]:
+    def dim(self) -> int:
+        return self.grid.dim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
         """Shape ``(len(t), len(x))`` of U and M."""
-        return (self.Nt + 1, self.x.size)
+        return self.scheme.shape
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Node coordinates by name: ``t`` and the space axes."""
+        return {"t": self.t, **self.grid.coords}
 
     def _eval_on_grid(self, label: str, fn: ArrayFn | None) -> np.ndarray:
         if fn is None:
@@ -242,8 +248,8 @@ class MFGProblem:
         return np.asarray(self.coupling_dm(M), dtype=np.float64)
 
     def mass(self, M: np.ndarray) -> np.ndarray:
-        """Discrete mass ``sum(weights * m)`` along the last axis (the quantity FP-FDM conserves)."""
-        return np.asarray(M) @ self.weights
+        """Discrete mass ``sum(weights * m)`` over the space axes (the quantity FP-FDM conserves)."""
+        return self.grid.mass(M)
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter as plain JSON-friendly values (callables by their qualified name)."""

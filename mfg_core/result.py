@@ -1,4 +1,11 @@
-"""The result of a fixed-point (Picard) solve, and its xarray form."""
+"""The result of a fixed-point solve, and its xarray form.
+
+``FORMAT_VERSION`` is the layout of the dataset :meth:`FixedPointResult.to_xarray` writes (its
+``format_version`` attribute). Version 2 names the history ``change_U/change_M`` (relative change
+between iterates) and ``residual_U/residual_M`` (relative fixed-point residual); version 1 (stores
+without the attribute) called them ``res_U/res_M`` and ``fp_res_U/fp_res_M``:
+:func:`upgrade_dataset` renames them, so readers of either get one vocabulary.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +15,36 @@ from typing import Any
 
 import numpy as np
 
+FORMAT_VERSION = 2
+STATUSES = ("converged", "not_converged", "diverged")
+
+#: version-1 history names -> version 2
+RENAMED_V1 = {"res_U": "change_U", "res_M": "change_M", "fp_res_U": "residual_U", "fp_res_M": "residual_M",
+              "residual": "anderson_residual"}
+
 
 @dataclass
 class FixedPointResult:
-    """Outcome of :meth:`mfg_core.FixedPointIterator.solve`.
+    """Outcome of a fixed-point solve (:func:`mfg_core.solve`, :class:`mfg_core.FixedPointIterator`).
 
-    ``U``, ``M`` have shape ``(len(t), len(x))``. ``history`` maps a per-iteration quantity
-    (``res_U``, ``res_M``, ``mass_error``, ``min_M``, ``seconds``, ...) to an array of length
-    ``iterations``. ``reason`` says why the iteration stopped.
+    ``U``, ``M`` have shape ``(len(t), *grid shape)``. ``status`` is ``"converged"``,
+    ``"not_converged"`` (``max_iterations`` reached) or ``"diverged"`` (residual blow-up); ``reason``
+    says why in words. ``history`` maps a per-iteration quantity (``change_U``, ``change_M``,
+    ``residual_U``, ``residual_M``, ``mass_error``, ``min_M``, ``seconds``, and the coupling method's
+    own) to an array of length ``iterations``. ``coords`` holds the node coordinates (``t``, ``x``,
+    and ``y`` in 2D).
     """
 
     U: np.ndarray
     M: np.ndarray
-    converged: bool
+    status: str
     iterations: int
     reason: str
     history: dict[str, np.ndarray]
-    x: np.ndarray
-    t: np.ndarray
+    coords: dict[str, np.ndarray]
     problem: dict[str, Any]
     solver: dict[str, Any]
+    converged: bool = False
     wall_time: float = 0.0
     compile_time: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -35,25 +52,41 @@ class FixedPointResult:
     #: length ``len(t) - 1`` (step n goes from t_n to t_{n+1})
     step_diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        self.converged = self.status == "converged"
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.coords["t"]
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.coords["x"]
+
+    @property
+    def space_dims(self) -> tuple[str, ...]:
+        return ("y", "x") if "y" in self.coords else ("x",)
+
     @property
     def mass(self) -> np.ndarray:
-        """Discrete mass of ``M`` at every time (trapezoidal / periodic weights)."""
-        w = np.asarray(self.problem["weights"]) if "weights" in self.problem else None
-        if w is None:
-            raise KeyError("problem weights not recorded")
-        return self.M @ w
+        """Discrete mass of ``M`` at every time (the solver's quadrature weights)."""
+        w = np.asarray(self.problem["weights"])
+        return self.M.reshape(self.M.shape[0], -1) @ w.ravel()
 
     def to_xarray(self):
-        """``xarray.Dataset`` with ``u(t, x)``, ``m(t, x)``, the history on ``iteration`` and attrs.
+        """``xarray.Dataset`` with ``u``, ``m`` on ``(t, [y,] x)``, the history on ``iteration``, attrs.
 
         Attributes are plain JSON values: scalars and strings; nested parameters (the problem's own
         parameters, solver settings) are stored as JSON strings.
         """
         import xarray as xr
 
+        dims = ("t", *self.space_dims)
         data_vars = {
-            "u": (("t", "x"), self.U, {"long_name": "value function u(t, x)"}),
-            "m": (("t", "x"), self.M, {"long_name": "density m(t, x)"}),
+            "u": (dims, self.U, {"long_name": "value function u"}),
+            "m": (dims, self.M, {"long_name": "density m"}),
         }
         it = np.arange(1, self.iterations + 1)
         for key, values in self.history.items():
@@ -68,11 +101,12 @@ class FixedPointResult:
                 # stored on t: the value of the step that ends at t_n (NaN at t_0)
                 data_vars[key] = (("t",), np.concatenate([[np.nan], values]),
                                   {"long_name": f"{key} of the step ending at t (last FP solve)"})
-        weights = self.problem.get("weights")
-        if weights is not None:
-            data_vars["mass"] = (("t",), self.M @ np.asarray(weights), {"long_name": "discrete mass"})
+        if "weights" in self.problem:
+            data_vars["mass"] = (("t",), self.mass, {"long_name": "discrete mass"})
         attrs: dict[str, Any] = {
-            "converged": int(bool(self.converged)),
+            "format_version": FORMAT_VERSION,
+            "status": self.status,
+            "converged": int(self.converged),
             "iterations": int(self.iterations),
             "reason": self.reason,
             "wall_time": float(self.wall_time),
@@ -86,7 +120,21 @@ class FixedPointResult:
             attrs[f"solver_{key}"] = _json_attr(value)
         for key, value in self.extra.items():
             attrs[key] = _json_attr(value)
-        return xr.Dataset(data_vars, coords={"t": self.t, "x": self.x, "iteration": it}, attrs=attrs)
+        coords = {"iteration": it, **self.coords}
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def upgrade_dataset(ds):
+    """A dataset of any supported ``format_version`` in the current layout (renamed variables, the
+    attribute set); raises ``ValueError`` for a version newer than this code knows."""
+    version = int(ds.attrs.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"store format_version {version} is newer than this mfg_core reads "
+                         f"({FORMAT_VERSION}): upgrade mfg-core")
+    if version == 1:
+        ds = ds.rename({old: new for old, new in RENAMED_V1.items() if old in ds.variables})
+        ds.attrs["format_version"] = FORMAT_VERSION
+    return ds
 
 
 def _json_attr(value: Any):

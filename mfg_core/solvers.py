@@ -1,7 +1,9 @@
-"""Thin solver classes: validate inputs, pick the kernel from the backend, convert at the boundary.
+"""Thin solver classes: validate inputs, build the kernel from the backend once, convert at the boundary.
 
-The numerics live in ``mfg_core/backends/<name>/fdm.py`` (see the numpy reference for the scheme);
-these classes hold the problem, the backend and the last run's diagnostics.
+The numerics live in ``mfg_core/backends/<name>/fdm.py`` (the numpy reference states the scheme);
+these classes hold the problem, the backend, the kernel built for the problem's scheme and the last
+run's diagnostics. ``solve`` checks its argument; ``sweep`` is the same solve for callers that have
+checked already (the fixed-point loop checks each iterate once, through its norms).
 """
 
 from __future__ import annotations
@@ -11,40 +13,52 @@ import time
 import numpy as np
 
 from .backends import Backend, get_backend
+from .errors import ConvergenceError, NonFiniteError
 from .problem import MFGProblem
 
-
-class ConvergenceError(RuntimeError):
-    """An inner solve (Newton) failed to converge, or an iterate became non-finite."""
+__all__ = ["HJBFDMSolver", "FPFDMSolver", "ConvergenceError", "NonFiniteError", "check_field"]
 
 
-class NonFiniteError(ConvergenceError):
-    """A solve produced NaN or inf, or the coupling is not finite for the density it was given.
-
-    Inside a fixed-point iteration this is divergence: the iterator re-raises it as
-    :class:`mfg_core.DivergenceError` naming the iteration.
-    """
-
-
-def _check_field(name: str, arr, shape: tuple[int, int]) -> np.ndarray:
+def check_field(name: str, arr, shape: tuple[int, ...]) -> np.ndarray:
+    """``arr`` as float64 of ``shape``, finite (``ValueError`` naming ``name`` and where it is not)."""
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape (len(t), len(x)) = {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} contains NaN or inf (first at time index {bad[0]}, space index {bad[1]})")
+        raise ValueError(f"{name} contains NaN or inf (first at time index {bad[0]}, space index "
+                         f"{', '.join(str(int(i)) for i in bad[1:])})")
     return arr
 
 
-class _BackendMixin:
+def check_problem(problem) -> MFGProblem:
+    if not isinstance(problem, MFGProblem):
+        raise ValueError(f"problem must be an MFGProblem, got {type(problem).__name__}")
+    return problem
+
+
+class KernelSolver:
+    """A solver whose kernel is built from its backend and the problem's scheme (rebuilt on
+    :meth:`use_backend`)."""
+
     backend: Backend
+    problem: MFGProblem
+
+    def __init__(self, problem: MFGProblem, backend: str | Backend | None):
+        self.problem = check_problem(problem)
+        self.last_seconds = 0.0
+        self.use_backend(backend)
 
     def use_backend(self, backend: str | Backend | None) -> None:
         """Run this solver's kernels on ``backend`` from now on (raises if it is not installed)."""
         self.backend = get_backend(backend)
+        self._kernel = self._build(self.backend)
+
+    def _build(self, backend: Backend):  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
-class HJBFDMSolver(_BackendMixin):
+class HJBFDMSolver(KernelSolver):
     """Implicit-Euler, Engquist-Osher upwind HJB solver with Newton at every time step.
 
     ``solve(M)`` returns ``U`` of shape ``(Nt+1, N)`` with ``U[Nt] = g``; step ``n`` uses the
@@ -54,55 +68,55 @@ class HJBFDMSolver(_BackendMixin):
 
     def __init__(self, problem: MFGProblem, backend: str | Backend | None = "numpy", *,
                  newton_tol: float = 1e-12, newton_maxiter: int = 50):
-        if not isinstance(problem, MFGProblem):
-            raise ValueError(f"problem must be an MFGProblem, got {type(problem).__name__}")
-        if not (newton_tol > 0):
-            raise ValueError(f"newton_tol must be > 0, got {newton_tol!r}")
-        if int(newton_maxiter) < 1:
-            raise ValueError(f"newton_maxiter must be >= 1, got {newton_maxiter!r}")
-        self.problem = problem
-        self.backend = get_backend(backend)
+        if isinstance(newton_tol, bool) or not isinstance(newton_tol, (int, float, np.floating)) \
+                or not (0 < newton_tol < np.inf):
+            raise ValueError(f"newton_tol must be a finite number > 0, got {newton_tol!r}")
+        if isinstance(newton_maxiter, bool) or not isinstance(newton_maxiter, (int, np.integer)) \
+                or newton_maxiter < 1:
+            raise ValueError(f"newton_maxiter must be an integer >= 1, got {newton_maxiter!r}")
         self.newton_tol = float(newton_tol)
         self.newton_maxiter = int(newton_maxiter)
-        self.newton_iterations = np.zeros(problem.Nt, dtype=np.int64)
-        self.last_seconds = 0.0
+        super().__init__(problem, backend)
+        self.newton_iterations = np.zeros(self.problem.Nt, dtype=np.int64)
 
-    def _run(self, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = self.problem
-        U, its = self.backend.hjb_sweep(
-            source, p.g, dt=p.dt, dx=p.dx, nu=p.nu, lam=p.lam, periodic=p.periodic,
-            newton_tol=self.newton_tol, newton_maxiter=self.newton_maxiter,
-        )
-        return np.asarray(U, dtype=np.float64), np.asarray(its, dtype=np.int64)
+    def _build(self, backend):
+        return backend.make_hjb_sweep(self.problem.scheme, newton_tol=self.newton_tol,
+                                      newton_maxiter=self.newton_maxiter)
 
     def solve(self, M: np.ndarray) -> np.ndarray:
         """Solve the HJB equation backward for a given density history ``M``."""
+        return self.sweep(check_field("M", M, self.problem.shape))
+
+    def sweep(self, M: np.ndarray) -> np.ndarray:
+        """:meth:`solve` for a float64, finite ``M`` of the right shape (not checked again)."""
         p = self.problem
-        M = _check_field("M", M, p.shape)
-        source = p.V[None, :] + p.F(M)
-        if not np.all(np.isfinite(source)):
-            raise NonFiniteError("V + F(M) is not finite: the coupling is undefined for this density "
-                             f"(min M = {M.min():.3g})")
+        source = p.F(M)
+        if np.may_share_memory(source, M) or not source.flags.writeable:
+            source = source + p.V  # a coupling may hand back (a view of) its argument
+        else:
+            source += p.V
         start = time.perf_counter()
-        U, its = self._run(source)
+        U, its = self._kernel(source, p.g)
         self.last_seconds = time.perf_counter() - start
-        self.newton_iterations = its
+        U = np.asarray(U, dtype=np.float64)
+        self.newton_iterations = its = np.asarray(its, dtype=np.int64)
         if np.any(its < 0):
+            if not np.all(np.isfinite(source)):
+                raise NonFiniteError("V + F(M) is not finite: the coupling is undefined for this density "
+                                     f"(min M = {M.min():.3g})")
             k = int(np.flatnonzero(its < 0)[-1])
             raise ConvergenceError(f"HJB Newton did not reach newton_tol={self.newton_tol:g} in "
                                    f"{self.newton_maxiter} steps at t={p.t[k]:.6g} (time index {k})")
-        if not np.all(np.isfinite(U)):
-            raise NonFiniteError("HJB solve produced NaN or inf")
         return U
 
     def warmup(self) -> float:
         """Run the kernel once on this problem's shape (jit compilation); returns the seconds taken."""
         start = time.perf_counter()
-        self._run(np.zeros(self.problem.shape))
+        self._kernel(np.zeros(self.problem.shape), self.problem.g)
         return time.perf_counter() - start
 
 
-class FPFDMSolver(_BackendMixin):
+class FPFDMSolver(KernelSolver):
     """Implicit FP solver: the discrete adjoint of the linearised HJB operator.
 
     ``solve(U)`` returns ``M`` with ``M[0] = m0``; the discrete mass ``sum(weights * M[n])`` is 1 to
@@ -110,30 +124,29 @@ class FPFDMSolver(_BackendMixin):
     """
 
     def __init__(self, problem: MFGProblem, backend: str | Backend | None = "numpy"):
-        if not isinstance(problem, MFGProblem):
-            raise ValueError(f"problem must be an MFGProblem, got {type(problem).__name__}")
-        self.problem = problem
-        self.backend = get_backend(backend)
-        self.last_seconds = 0.0
+        super().__init__(problem, backend)
+        self._mu0 = self.problem.weights * self.problem.m_init
 
-    def _run(self, U: np.ndarray) -> np.ndarray:
-        p = self.problem
-        mu = self.backend.fp_sweep(U, p.weights * p.m_init, dt=p.dt, dx=p.dx, nu=p.nu, lam=p.lam,
-                                   periodic=p.periodic)
-        return np.asarray(mu, dtype=np.float64) / p.weights
+    def _build(self, backend):
+        return backend.make_fp_sweep(self.problem.scheme)
 
     def solve(self, U: np.ndarray) -> np.ndarray:
         """Solve the FP equation forward for the drift ``-U_x / lam``."""
-        U = _check_field("U", U, self.problem.shape)
+        return self.sweep(check_field("U", U, self.problem.shape))
+
+    def sweep(self, U: np.ndarray) -> np.ndarray:
+        """:meth:`solve` for a float64, finite ``U`` of the right shape (not checked again)."""
         start = time.perf_counter()
-        M = self._run(U)
+        mu = self._kernel(U, self._mu0)
         self.last_seconds = time.perf_counter() - start
-        if not np.all(np.isfinite(M)):
-            raise NonFiniteError("FP solve produced NaN or inf")
+        M = np.array(mu, dtype=np.float64, copy=None)
+        if not M.flags.writeable:
+            M = M.copy()
+        M /= self.problem.weights
         return M
 
     def warmup(self) -> float:
         """Run the kernel once on this problem's shape (jit compilation); returns the seconds taken."""
         start = time.perf_counter()
-        self._run(np.zeros(self.problem.shape))
+        self._kernel(np.zeros(self.problem.shape), self._mu0)
         return time.perf_counter() - start

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import mfg_core as mc
-from mfg_core.backends.numpy import fdm as ref
+from mfg_core.backends import get_backend
 
 RTOL = 1e-10
 CASES = [("lq", "neumann"), ("lq", "periodic"), ("congestion", "neumann"), ("congestion", "periodic")]
@@ -22,8 +22,12 @@ def _problem(name, boundary, N=40):
     return mc.problems.load(name, Nx=N, Nt=N, boundary=boundary)
 
 
-def _kw(p):
-    return dict(dt=p.dt, dx=p.dx, nu=p.nu, lam=p.lam, periodic=p.periodic)
+def _hjb(name, p, **kw):
+    return get_backend(name).make_hjb_sweep(p.scheme, **kw)
+
+
+def _fp(name, p):
+    return get_backend(name).make_fp_sweep(p.scheme)
 
 
 def _rel(a, b):
@@ -44,10 +48,9 @@ def _bumpy_density(p, seed=0):
 @pytest.mark.parametrize("name,boundary", CASES)
 def test_single_sweeps_match_numpy(accelerated_backend, name, boundary):
     p = _problem(name, boundary)
-    fdm = _kernels(accelerated_backend)
     source = p.V[None, :] + p.F(_bumpy_density(p))
-    U_ref, its_ref = ref.hjb_sweep(source, p.g, **_kw(p))
-    U, its = fdm.hjb_sweep(source, p.g, **_kw(p))
+    U_ref, its_ref = _hjb("numpy", p)(source, p.g)
+    U, its = _hjb(accelerated_backend, p)(source, p.g)
     assert isinstance(U, np.ndarray) and U.dtype == np.float64 and U.shape == p.shape
     assert isinstance(its, np.ndarray) and its.shape == (p.Nt,)
     assert _rel(U, U_ref) < RTOL
@@ -56,8 +59,8 @@ def test_single_sweeps_match_numpy(accelerated_backend, name, boundary):
     assert np.max(np.abs(its - its_ref)) <= 1
 
     mu0 = p.weights * p.m_init
-    mu_ref = ref.fp_sweep(U_ref, mu0, **_kw(p))
-    mu = fdm.fp_sweep(U_ref, mu0, **_kw(p))
+    mu_ref = _fp("numpy", p)(U_ref, mu0)
+    mu = _fp(accelerated_backend, p)(U_ref, mu0)
     assert isinstance(mu, np.ndarray) and mu.dtype == np.float64 and mu.shape == p.shape
     assert _rel(mu, mu_ref) < RTOL
 
@@ -80,11 +83,10 @@ def test_fixed_point_solve_matches_numpy(accelerated_backend, name, boundary):
 @pytest.mark.parametrize("boundary", ["neumann", "periodic"])
 def test_fp_conserves_mass_and_positivity_every_step(backend, boundary):
     p = _problem("congestion", boundary, N=48)
-    fdm = _kernels(backend)
     # a drift with steep gradients, from the HJB of a bumpy density
-    U, _ = fdm.hjb_sweep(p.V[None, :] + 5.0 * _bumpy_density(p), 3.0 * p.g, **_kw(p))
+    U, _ = _hjb(backend, p)(p.V[None, :] + 5.0 * _bumpy_density(p), 3.0 * p.g)
     mu0 = p.weights * p.m_init
-    mu = fdm.fp_sweep(U, mu0, **_kw(p))
+    mu = _fp(backend, p)(U, mu0)
     assert np.max(np.abs(mu.sum(axis=1) - mu0.sum())) < 1e-12
     assert mu.min() >= -1e-15
 
@@ -93,9 +95,9 @@ def test_newton_failure_is_reported_like_numpy(accelerated_backend):
     """One Newton step with an unreachable tolerance: every step reports -1, as the reference does."""
     p = _problem("congestion", "neumann", N=20)
     source = p.V[None, :] + p.F(_bumpy_density(p))
-    kw = dict(_kw(p), newton_tol=1e-300, newton_maxiter=1)
-    _, its_ref = ref.hjb_sweep(source, p.g, **kw)
-    _, its = _kernels(accelerated_backend).hjb_sweep(source, p.g, **kw)
+    kw = dict(newton_tol=1e-300, newton_maxiter=1)
+    _, its_ref = _hjb("numpy", p, **kw)(source, p.g)
+    _, its = _hjb(accelerated_backend, p, **kw)(source, p.g)
     assert np.all(its_ref == -1)
     np.testing.assert_array_equal(its, its_ref)
 
@@ -107,8 +109,9 @@ def test_solver_runs_backend_kernels_not_numpy(accelerated_backend, monkeypatch)
     def broken(*args, **kwargs):
         raise AssertionError("the numpy kernel ran")
 
-    monkeypatch.setattr(ref, "hjb_sweep", broken)
-    monkeypatch.setattr(ref, "fp_sweep", broken)
+    ref = _kernels("numpy")
+    monkeypatch.setattr(ref, "make_hjb_sweep", broken)
+    monkeypatch.setattr(ref, "make_fp_sweep", broken)
     hjb = mc.HJBFDMSolver(p, backend=accelerated_backend)
     fp = mc.FPFDMSolver(p, backend=accelerated_backend)
     M = fp.solve(hjb.solve(np.tile(p.m_init, (p.Nt + 1, 1))))
@@ -120,24 +123,24 @@ def test_solver_runs_backend_kernels_not_numpy(accelerated_backend, monkeypatch)
 @pytest.mark.parametrize("sweep", ["hjb", "fp"])
 def test_bad_input_raises_valueerror_naming_argument(backend, sweep):
     p = _problem("lq", "neumann", N=10)
-    fdm = _kernels(backend)
     good = np.zeros(p.shape)
+    call = _hjb(backend, p) if sweep == "hjb" else _fp(backend, p)
     first = "source" if sweep == "hjb" else "U"
-    call = ((lambda a, b, **kw: fdm.hjb_sweep(a, b, **kw)) if sweep == "hjb"
-            else (lambda a, b, **kw: fdm.fp_sweep(a, b, **kw)))
     with pytest.raises(ValueError, match=rf"^{first} "):
-        call(good[:, :-1].ravel(), p.g, **_kw(p))
+        call(good[:, :-1].ravel(), p.g)
     with pytest.raises(ValueError, match="terminal" if sweep == "hjb" else "mu0"):
-        call(good, p.g[:-1], **_kw(p))
-    with pytest.raises(ValueError, match="dt"):
-        call(good, p.g, **dict(_kw(p), dt=-1.0))
-    with pytest.raises(ValueError, match="nu"):
-        call(good, p.g, **dict(_kw(p), nu=float("nan")))
-    if sweep == "hjb":
-        with pytest.raises(ValueError, match="newton_tol"):
-            fdm.hjb_sweep(good, p.g, **_kw(p), newton_tol=0.0)
-        with pytest.raises(ValueError, match="newton_maxiter"):
-            fdm.hjb_sweep(good, p.g, **_kw(p), newton_maxiter=0)
+        call(good, p.g[:-1])
+
+
+def test_bad_settings_are_refused_when_the_kernel_is_built(backend):
+    p = _problem("lq", "neumann", N=10)
+    be = get_backend(backend)
+    with pytest.raises(ValueError, match="newton_tol"):
+        be.make_hjb_sweep(p.scheme, newton_tol=0.0)
+    with pytest.raises(ValueError, match="newton_maxiter"):
+        be.make_hjb_sweep(p.scheme, newton_maxiter=0)
+    with pytest.raises(ValueError, match="Scheme"):
+        be.make_fp_sweep(p.grid)
 
 
 def test_numba_second_solve_reuses_compiled_code():
@@ -145,12 +148,12 @@ def test_numba_second_solve_reuses_compiled_code():
     fdm = _kernels("numba")
     p = _problem("congestion", "neumann", N=16)
     src = np.tile(p.V, (p.Nt + 1, 1))
-    fdm.hjb_sweep(src, p.g, **_kw(p))
-    fdm.fp_sweep(src, p.weights * p.m_init, **_kw(p))
+    _hjb("numba", p)(src, p.g)
+    _fp("numba", p)(src, p.weights * p.m_init)
     n_hjb, n_fp = len(fdm._hjb_sweep.signatures), len(fdm._fp_sweep.signatures)
-    q = _problem("congestion", "periodic", N=24)  # other shape, other flags: same machine types
-    fdm.hjb_sweep(np.tile(q.V, (q.Nt + 1, 1)), q.g, **dict(_kw(q), dt=0.5 * q.dt))
-    fdm.fp_sweep(np.tile(q.V, (q.Nt + 1, 1)), q.weights * q.m_init, **_kw(q))
+    q = mc.problems.load("congestion", Nx=24, Nt=24, T=0.5, boundary="periodic")  # other shape, flags
+    _hjb("numba", q)(np.tile(q.V, (q.Nt + 1, 1)), q.g)
+    _fp("numba", q)(np.tile(q.V, (q.Nt + 1, 1)), q.weights * q.m_init)
     assert len(fdm._hjb_sweep.signatures) == n_hjb
     assert len(fdm._fp_sweep.signatures) == n_fp
     # cache=True: compiled code is written to disk for the next process
@@ -162,13 +165,13 @@ def test_jax_second_solve_of_same_shape_does_not_recompile():
     fdm = _kernels("jax")
     p = _problem("congestion", "neumann", N=16)
     src = np.tile(p.V, (p.Nt + 1, 1))
-    fdm.hjb_sweep(src, p.g, **_kw(p))
-    fdm.fp_sweep(src, p.weights * p.m_init, **_kw(p))
+    _hjb("jax", p)(src, p.g)
+    _fp("jax", p)(src, p.weights * p.m_init)
     n_hjb, n_fp = fdm._hjb_sweep._cache_size(), fdm._fp_sweep._cache_size()
     # same shapes, other parameter values (traced, not static): reuse the executable
-    kw = dict(_kw(p), dt=0.5 * p.dt, nu=2.0 * p.nu)
-    fdm.hjb_sweep(src + 1.0, p.g, newton_tol=1e-11, newton_maxiter=20, **kw)
-    fdm.fp_sweep(src + 1.0, p.weights * p.m_init, **kw)
+    q = mc.problems.load("congestion", Nx=16, Nt=16, T=0.5, sigma=0.7)
+    _hjb("jax", q, newton_tol=1e-11, newton_maxiter=20)(src + 1.0, q.g)
+    _fp("jax", q)(src + 1.0, q.weights * q.m_init)
     assert fdm._hjb_sweep._cache_size() == n_hjb
     assert fdm._fp_sweep._cache_size() == n_fp
 

@@ -8,7 +8,6 @@ constant ``1 + dt |u_xx| / lam`` per step), and any round-off difference is ampl
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import numpy as np
@@ -109,14 +108,17 @@ def test_kde_matches_numpy(accelerated_backend, boundary, bandwidth):
     assert _rel(out, ref) < RTOL
 
 
-def test_kernel_module_is_the_backends_own(accelerated_backend):
-    mod = get_backend(accelerated_backend).particles()
-    assert mod.__name__ == f"mfg_core.backends.{accelerated_backend}.particles"
-    assert callable(mod.particle_sweep) and callable(mod.kde_on_grid)
+def test_kernels_are_the_backends_own(accelerated_backend):
+    p = _problem("neumann", Nx=10, Nt=2)
+    be = get_backend(accelerated_backend)
+    for kernel in (be.make_kde(p.grid), be.make_particle_sweep(p.scheme, bandwidth=0.1, scale_by_std=False)):
+        assert kernel.__module__ == f"mfg_core.backends.{accelerated_backend}.particles"
 
 
 def test_missing_library_raises_instead_of_falling_back(accelerated_backend, monkeypatch):
-    library = importlib.import_module(f"mfg_core.backends.{accelerated_backend}").LIBRARY
+    from mfg_core.backends import REGISTRY
+
+    library = REGISTRY[accelerated_backend][1]
     monkeypatch.setitem(sys.modules, library, None)  # makes `import <library>` fail
     p = _problem("neumann", Nx=10, Nt=2)
     with pytest.raises(BackendUnavailableError, match=library):

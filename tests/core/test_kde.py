@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import gaussian_kde
 
-from mfg_core.backends.numpy.particles import IMAGE_LIMIT, periodic_gaussian
+from mfg_core.backends.kde_rules import IMAGE_LIMIT
+from mfg_core.backends.numpy.particles import periodic_gaussian
 from mfg_core.kde import kde_on_grid
 
 

@@ -1,0 +1,132 @@
+r"""One registry of the solver methods: Fokker-Planck methods and coupling methods, by name.
+
+    mc.methods.names("fp")          # ["fdm", "particle"]
+    mc.methods.names("coupling")    # ["damping", "damping_gs", "anderson", "anderson_plain", ...]
+    mc.methods.get("coupling", "anderson").options     # option name -> default
+
+Each :class:`Method` says what builds it (an import path, imported on first use), its options with
+their defaults, the backends and dimensions it runs on, and -- for a coupling method -- the defaults
+it imposes on the FP method's options (``anderson`` needs a deterministic map, so its particle
+solver uses common random numbers unless told otherwise). Everything that names methods reads this
+registry: :func:`mfg_core.solve`, the workflow's schema checks and wildcard constraints, the
+comparison tables and the report's styles. Adding a method is one class and one :func:`register`
+call.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import backends as _backends
+
+KINDS = ("hjb", "fp", "coupling")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method (see the module docstring)."""
+
+    kind: str
+    name: str
+    target: str  # "module:attribute" of the class that builds it
+    description: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    backends: tuple[str, ...] | None = None  # None: every registered backend
+    dims: tuple[int, ...] = (1,)
+    fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
+
+    def load(self):
+        """The class (or factory) this method is built with."""
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def runs_on(self) -> tuple[str, ...]:
+        return tuple(self.backends) if self.backends is not None else tuple(_backends.names())
+
+    def check(self, backend: str, dim: int) -> None:
+        """Refuse a backend or dimension this method does not run on, naming both."""
+        if backend not in self.runs_on():
+            raise ValueError(f"{self.kind} method {self.name!r} does not run on backend {backend!r}; "
+                             f"it runs on {list(self.runs_on())}")
+        if dim not in self.dims:
+            raise ValueError(f"{self.kind} method {self.name!r} does not solve {dim}D problems "
+                             f"(it solves {', '.join(f'{d}D' for d in self.dims)})")
+
+
+_REGISTRY: dict[str, dict[str, Method]] = {kind: {} for kind in KINDS}
+
+
+def register(method: Method) -> Method:
+    if method.kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {method.kind!r}")
+    _REGISTRY[method.kind][method.name] = method
+    return method
+
+
+def names(kind: str) -> list[str]:
+    """Names of the registered methods of ``kind`` (``"fp"``, ``"coupling"`` or ``"hjb"``)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return list(_REGISTRY[kind])
+
+
+def get(kind: str, name: str) -> Method:
+    """The method called ``name``; ``ValueError`` naming the known ones otherwise."""
+    known = names(kind)
+    if name not in known:
+        raise ValueError(f"unknown {kind} method {name!r}; known: {known}")
+    return _REGISTRY[kind][name]
+
+
+def resolve_options(fp: str, coupling: str, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Split ``options`` among the HJB, FP and coupling methods and fill in their defaults.
+
+    Returns ``{"hjb": {...}, "fp": {...}, "coupling": {...}}`` with every option of each method.
+    An option no method of the three knows is a ``ValueError`` naming it and what each accepts. An
+    FP option the coupling method has a default for (``fp_defaults``) takes that default unless given.
+    """
+    methods = {"hjb": get("hjb", "fdm"), "fp": get("fp", fp), "coupling": get("coupling", coupling)}
+    unknown = [k for k in options if not any(k in m.options for m in methods.values())]
+    if unknown:
+        accepted = "; ".join(f"{kind} {m.name!r}: {sorted(m.options) or 'none'}" for kind, m in methods.items())
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for fp={fp!r}, coupling={coupling!r} "
+                         f"(accepted -- {accepted})")
+    out = {}
+    for kind, m in methods.items():
+        defaults = dict(m.options)
+        if kind == "fp":
+            defaults.update({k: v for k, v in methods["coupling"].fp_defaults.items() if k in defaults})
+        out[kind] = {k: options.get(k, v) for k, v in defaults.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in methods
+_ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
+                         beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
+                         restart_on_reject=False, positivity=True)
+
+register(Method("hjb", "fdm", "mfg_core.solvers:HJBFDMSolver",
+                "Implicit Euler, Engquist-Osher upwinding, Newton with the exact Jacobian per step.",
+                options=dict(newton_tol=1e-12, newton_maxiter=50)))
+register(Method("fp", "fdm", "mfg_core.solvers:FPFDMSolver",
+                "Finite differences: the discrete adjoint of the linearised HJB (exact mass, m >= 0)."))
+register(Method("fp", "particle", "mfg_core.particles:FPParticleSolver",
+                "Euler-Maruyama particles and a binned FFT kernel density estimate.",
+                options=dict(num_particles=10_000, seed=0, bandwidth="scott", common_random_numbers=True)))
+register(Method("coupling", "damping", "mfg_core.rules:Damping",
+                "Picard iteration, both fields damped with thetaUM after U* = HJB(M), M* = FP(U*).",
+                options=dict(thetaUM=0.5)))
+register(Method("coupling", "damping_gs", "mfg_core.rules:DampingGS",
+                "Picard iteration, the FP solve sees the relaxed U_{k+1} = (1-thetaUM) U_k + thetaUM HJB(M_k).",
+                options=dict(thetaUM=0.5)))
+register(Method("coupling", "anderson", "mfg_core.rules:Anderson",
+                "Type-II Anderson acceleration with safeguards (residual check, positivity).",
+                options=_ANDERSON_OPTIONS, fp_defaults={"common_random_numbers": True}))
+register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
+                "Type-II Anderson with every safeguard off, as the seed library ran it.",
+                options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False},
+                fp_defaults={"common_random_numbers": False}))
