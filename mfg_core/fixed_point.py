@@ -113,8 +113,8 @@ def check_solve_args(max_iterations: Any, tolerance: Any, blowup_factor: Any) ->
 class FixedPointLoop:
     """Iterate an update rule on the Picard map of ``hjb`` and ``fp`` (see the module docstring).
 
-    ``hjb`` and ``fp`` are solvers with ``solve`` (checked) and optionally ``sweep`` (the same
-    solve without re-checking its argument); ``rule`` an :class:`mfg_core.rules.UpdateRule`.
+    ``hjb`` and ``fp`` are solvers with ``solve(M) -> U`` and ``solve(U) -> M``; ``rule`` an
+    :class:`mfg_core.rules.UpdateRule`.
     """
 
     def __init__(self, problem: MFGProblem, hjb, fp, rule, *, method: str | None = None,
@@ -133,8 +133,6 @@ class FixedPointLoop:
         self.method = method or rule.name
         self.options = dict(options or {})
         self.norms = Norms(problem)
-        self._hjb = getattr(hjb, "sweep", hjb.solve)
-        self._fp = getattr(fp, "sweep", fp.solve)
 
     # --- what rules call -----------------------------------------------------------------------
     def evaluate(self, k: int, solve, X: np.ndarray) -> np.ndarray:
@@ -149,10 +147,10 @@ class FixedPointLoop:
             raise
 
     def hjb(self, k: int, M: np.ndarray) -> np.ndarray:
-        return self.evaluate(k, self._hjb, M)
+        return self.evaluate(k, self.hjb_solver.solve, M)
 
     def fp(self, k: int, U: np.ndarray) -> np.ndarray:
-        return self.evaluate(k, self._fp, U)
+        return self.evaluate(k, self.fp_solver.solve, U)
 
     # --- the loop ------------------------------------------------------------------------------
     def initial_guess(self, kind: str = "terminal") -> tuple[np.ndarray, np.ndarray]:

@@ -170,11 +170,8 @@ class FPParticleSolver(KernelSolver):
 
     def solve(self, U: np.ndarray) -> np.ndarray:
         """Move the particles in the drift ``-U_x / lam``; returns ``M`` of shape ``problem.shape``."""
-        return self.sweep(check_field("U", U, self.problem.shape))
-
-    def sweep(self, U: np.ndarray) -> np.ndarray:
-        """:meth:`solve` for a float64, finite ``U`` of the right shape (not checked again)."""
         p = self.problem
+        U = check_field("U", U, p.shape)
         rng = np.random.default_rng(self.seed) if self.common_random_numbers else self._rng
         start = time.perf_counter()
         X, M, crossed, hs = self._run(U, rng)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import anderson as _aa
-from .errors import ConvergenceError
+from .errors import ConvergenceError, DivergenceError
 from .fixed_point import Step
 
 
@@ -199,6 +199,8 @@ class Anderson(UpdateRule):
                 self._mixer = _aa.AndersonMixer(opts.depth, opts.regularization, opts.restart_condition,
                                                 opts.beta, weights=W)
             r = self._mixer.norm(g - x)
+            if not math.isfinite(r):
+                raise DivergenceError(f"the Picard map returned NaN or inf at iteration {k}")
             residual = (loop.norms.relative_change(U_star, U), loop.norms.relative_change(M_star, M))
         else:
             g, r, residual = None, math.inf, (math.nan, math.nan)

@@ -2,8 +2,7 @@
 
 The numerics live in ``mfg_core/backends/<name>/fdm.py`` (the numpy reference states the scheme);
 these classes hold the problem, the backend, the kernel built for the problem's scheme and the last
-run's diagnostics. ``solve`` checks its argument; ``sweep`` is the same solve for callers that have
-checked already (the fixed-point loop checks each iterate once, through its norms).
+run's diagnostics.
 """
 
 from __future__ import annotations
@@ -85,11 +84,8 @@ class HJBFDMSolver(KernelSolver):
 
     def solve(self, M: np.ndarray) -> np.ndarray:
         """Solve the HJB equation backward for a given density history ``M``."""
-        return self.sweep(check_field("M", M, self.problem.shape))
-
-    def sweep(self, M: np.ndarray) -> np.ndarray:
-        """:meth:`solve` for a float64, finite ``M`` of the right shape (not checked again)."""
         p = self.problem
+        M = check_field("M", M, p.shape)
         source = p.F(M)
         if np.may_share_memory(source, M) or not source.flags.writeable:
             source = source + p.V  # a coupling may hand back (a view of) its argument
@@ -132,10 +128,7 @@ class FPFDMSolver(KernelSolver):
 
     def solve(self, U: np.ndarray) -> np.ndarray:
         """Solve the FP equation forward for the drift ``-U_x / lam``."""
-        return self.sweep(check_field("U", U, self.problem.shape))
-
-    def sweep(self, U: np.ndarray) -> np.ndarray:
-        """:meth:`solve` for a float64, finite ``U`` of the right shape (not checked again)."""
+        U = check_field("U", U, self.problem.shape)
         start = time.perf_counter()
         mu = self._kernel(U, self._mu0)
         self.last_seconds = time.perf_counter() - start

@@ -238,7 +238,7 @@ def test_strong_coupling_damping_fails_anderson_defaults_converge():
     p = mc.problems.load("congestion_strong", Nx=N, Nt=N)  # kappa = 5
     damp = fdm_iterator(p, thetaUM=0.5).solve(max_iterations=150, tolerance=1e-8)
     assert not damp.converged
-    tail = np.maximum(damp.history["fp_res_U"], damp.history["fp_res_M"])[-20:]
+    tail = np.maximum(damp.history["residual_U"], damp.history["residual_M"])[-20:]
     assert tail.min() > 0.1  # oscillates at O(1): measured 0.5..0.9
     acc = fdm_iterator(p, thetaUM=0.5, use_anderson=True).solve(max_iterations=150, tolerance=1e-8)
     assert acc.converged, acc.reason  # measured 35 iterations, 4 rejected points
@@ -254,7 +254,7 @@ def test_residual_check_rejects_exactly_the_points_whose_residual_grew():
     p = mc.problems.load("congestion_strong", Nx=30, Nt=30)
     r = fdm_iterator(p, thetaUM=0.5, use_anderson=True).solve(max_iterations=150, tolerance=1e-8)
     h = r.history
-    res, accepted, aa_step = h["residual"], h["accepted"].astype(bool), h["anderson_step"].astype(bool)
+    res, accepted, aa_step = h["anderson_residual"], h["accepted"].astype(bool), h["anderson_step"].astype(bool)
     assert (~accepted).sum() >= 1  # strong coupling: some extrapolations do overshoot
     last_accepted = res[0]
     for k in range(1, r.iterations):
@@ -277,9 +277,9 @@ def test_anderson_history_goes_to_xarray():
     p = mc.problems.load("congestion", Nx=20, Nt=10)
     r = fdm_iterator(p, use_anderson=True, anderson_depth=3).solve(max_iterations=30, tolerance=1e-8)
     ds = r.to_xarray()
-    for key in ("accepted", "anderson_step", "anderson_status", "residual", "mass_error", "fp_res_M"):
+    for key in ("accepted", "anderson_step", "anderson_status", "anderson_residual", "mass_error", "residual_M"):
         assert ds[key].dims == ("iteration",) and ds[key].size == r.iterations
-    assert ds.attrs["solver_use_anderson"] == 1 and ds.attrs["solver_anderson_depth"] == 3
+    assert ds.attrs["solver_coupling"] == "anderson" and ds.attrs["solver_anderson_depth"] == 3
     assert '"accelerate": "both"' in ds.attrs["solver_anderson"]
 
 
@@ -313,7 +313,7 @@ def test_plain_anderson_on_particles_documented():
         it, _ = particle_iterator("congestion_strong", seed, crn=False, use_anderson=True, **PLAIN)
         r = it.solve(max_iterations=40, tolerance=1e-6)
         h = r.history
-        fp_res = np.maximum(h["fp_res_U"], h["fp_res_M"])
+        fp_res = np.maximum(h["residual_U"], h["residual_M"])
         assert not r.converged
         assert np.all(h["mass_error"] <= 1e-12), h["mass_error"].max()
         assert h["min_M"].min() < -0.3, h["min_M"].min()
@@ -324,18 +324,28 @@ def test_plain_anderson_on_particles_documented():
 
 
 def test_safeguarded_anderson_on_particles_converges_with_exact_mass_and_positivity():
-    it, fp = particle_iterator("congestion_strong", 0, crn=False, use_anderson=True)
+    it, fp = particle_iterator("congestion_strong", 0, crn=True, use_anderson=True)
     r = it.solve(max_iterations=80, tolerance=1e-6)
     assert r.converged, r.reason  # measured 31 iterations, 3 rejected points
     h = r.history
     assert np.all(h["mass_error"] <= 1e-12)
     assert np.all(h["min_M"] >= 0.0)
-    assert r.solver["fp_common_random_numbers"] is True
-    assert fp.common_random_numbers is False  # switched on for the solve only, then restored
+    assert fp.common_random_numbers is True  # the solver's own setting, never switched by the loop
     # the answer is a fixed point of the (common-random-numbers) particle Picard map
-    fp.common_random_numbers = True
     U1, M1 = it.picard_map(r.M)
     assert np.abs(U1 - r.U).max() < 1e-4 * np.abs(r.U).max()
+
+
+def test_anderson_refuses_a_noisy_particle_map_unless_told():
+    with pytest.raises(ValueError, match="common_random_numbers"):
+        particle_iterator("congestion", 0, crn=False, use_anderson=True)
+    # by name: the registered method builds its particle solver with common random numbers
+    p = mc.problems.load("congestion", Nx=20, Nt=10)
+    loop = mc.build(p, fp="particle", coupling="anderson", num_particles=200)
+    assert loop.fp_solver.common_random_numbers is True
+    assert mc.build(p, fp="particle", coupling="anderson_plain", num_particles=200).fp_solver.common_random_numbers is False
+    assert mc.build(p, fp="particle", coupling="anderson", num_particles=200,
+                    common_random_numbers=False).fp_solver.common_random_numbers is False
 
 
 def test_without_common_random_numbers_safeguarded_anderson_stalls_at_the_noise_floor():
@@ -346,4 +356,4 @@ def test_without_common_random_numbers_safeguarded_anderson_stalls_at_the_noise_
     h = r.history
     assert not r.converged
     assert np.all(h["mass_error"] <= 1e-12) and np.all(h["min_M"] >= 0.0)
-    assert np.nanmin(np.maximum(h["fp_res_U"], h["fp_res_M"])) > 1e-2
+    assert np.nanmin(np.maximum(h["residual_U"], h["residual_M"])) > 1e-2

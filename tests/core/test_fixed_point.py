@@ -18,8 +18,8 @@ def test_congestion_defaults_converge_under_standard_damping_within_50_iteration
     assert r.converged, r.reason
     assert r.iterations <= 50
     assert r.U.shape == r.M.shape == (p.t.size, p.x.size)
-    assert r.history["res_U"].shape == (r.iterations,)
-    assert max(r.history["res_U"][-1], r.history["res_M"][-1]) < 1e-6
+    assert r.history["change_U"].shape == (r.iterations,)
+    assert max(r.history["change_U"][-1], r.history["change_M"][-1]) < 1e-6
     # the converged pair is a fixed point: one more Picard map changes little
     U1 = mc.HJBFDMSolver(p).solve(r.M)
     assert np.abs(U1 - r.U).max() < 1e-4 * np.abs(r.U).max()
@@ -72,7 +72,7 @@ def test_to_xarray_has_fields_history_and_json_clean_attrs():
     np.testing.assert_array_equal(ds["u"].values, r.U)
     np.testing.assert_array_equal(ds["x"].values, p.x)
     assert ds.sizes["iteration"] == r.iterations
-    for key in ("res_U", "res_M", "mass_error"):
+    for key in ("change_U", "change_M", "mass_error"):
         assert ds[key].dims == ("iteration",)
     for key in ("problem_Nx", "problem_sigma", "problem_boundary", "problem_params", "solver_thetaUM",
                 "converged", "reason"):

@@ -6,12 +6,7 @@ import pytest
 import yaml
 
 import mfg_core as mc
-import importlib
-
-anderson = importlib.import_module("mfg_core.anderson")
-comparison = importlib.import_module("mfg_core.comparison")
-# (not `from mfg_core import kde`: mfg_core.__getattr__ recurses on it, reported to the lead)
-kde = importlib.import_module("mfg_core.kde")
+from mfg_core import anderson, kde, methods
 
 SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas/config.schema.yaml").read_text())
 
@@ -73,10 +68,19 @@ def test_enums_match_mfg_core():
     assert p["exclude"]["items"]["properties"]["backend"]["enum"] == mc.backends.names()
     rules = p["particle"]["properties"]["bandwidth"]["oneOf"][0]["enum"]
     assert tuple(rules) == tuple(kde.BANDWIDTH_RULES)
+    # the method registry names every FP and coupling method the schema accepts, and nothing else
+    assert p["fp_methods"]["items"]["enum"] == methods.names("fp")
+    assert p["couplings"]["items"]["enum"] == methods.names("coupling")
+    assert p["exclude"]["items"]["properties"]["fp"]["enum"] == methods.names("fp")
+    assert p["exclude"]["items"]["properties"]["coupling"]["enum"] == methods.names("coupling")
     opts = SCHEMA["$defs"]["anderson_options"]["properties"]
-    assert set(opts) == set(anderson.OPTION_NAMES) - {"depth"}
-    # plain = every safeguard off, exactly as the Anderson comparison defines it
-    assert p["anderson"]["properties"]["plain_options"]["default"] == comparison.PLAIN_OPTIONS
+    # the Anderson settings, plus the particle solver's common random numbers for these runs
+    assert set(opts) == set(anderson.OPTION_NAMES) - {"depth"} | {"common_random_numbers"}
+    assert set(opts) - {"common_random_numbers"} <= set(methods.get("coupling", "anderson").options)
+    # plain = every safeguard off, exactly as the registered anderson_plain method defines it
+    plain = p["anderson"]["properties"]["plain_options"]["default"]
+    assert plain == {**anderson.PLAIN_OPTIONS, "common_random_numbers": False}
+    assert methods.get("coupling", "anderson_plain").fp_defaults == {"common_random_numbers": False}
 
 
 @pytest.mark.parametrize("name", ["config/config.yaml", *sorted(

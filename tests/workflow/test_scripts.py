@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mfg_core as mc
-from mfg_core import io
+from mfg_study import io
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from mfg_core import io
+from mfg_study import io
 
 ROOT = Path(__file__).resolve().parents[2]
 

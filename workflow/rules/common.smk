@@ -6,6 +6,9 @@
 import importlib.util
 import os
 
+import mfg_core.backends
+import mfg_core.methods
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -67,19 +70,18 @@ def _check_problems():
 _check_problems()
 
 
-def _check_anderson():
-    """Anderson options are checked by mfg_core.anderson itself (names and ranges)."""
-    if not set(COUPLINGS) & {"anderson", "anderson_plain"}:
-        return
-    from mfg_core.anderson import make_options
+def _check_methods():
+    """Every run's options are resolved by mfg_core's method registry now, so that a bad Anderson
+    option or an FP method that does not run on a backend fails before any job, naming the field."""
+    import mfg_core.methods as mm
 
-    a = config["anderson"]
-    for field, options in (("anderson.options", a["options"]),
-                           ("anderson.plain_options", {**a["options"], **a["plain_options"]})):
-        try:
-            make_options(a["depth"], **options)
-        except ValueError as exc:
-            _config_error(field, str(exc))
+    for fp in FP_METHODS:
+        for coupling in COUPLINGS:
+            try:
+                mm.resolve_options(fp, coupling, _method_options(fp, coupling))
+            except ValueError as exc:
+                field = "anderson.options" if "anderson_depth" in mm.get("coupling", coupling).options else "solve"
+                _config_error(field, str(exc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,16 +94,18 @@ def _module_missing(name):
 
 
 def unavailable_reason(fp, coupling, backend):
-    """``(config field, reason)`` if ``backend``'s library is not installed here, else None.
-
-    Every FP method and coupling method ships with mfg_core; only a backend's library can be absent.
-    """
+    """``(config field, reason)`` if the run cannot run here, else None: a backend whose library is
+    not installed, or a method the registry says does not run on that backend."""
     from mfg_core.backends import REGISTRY
 
     package, library, extra = REGISTRY[backend]
     if library is not None and _module_missing(library):
         return "backends", (f"backend {backend!r} needs the package {library!r}, which is not "
                             f"installed (pip install 'mfg-core[{extra}]')")
+    for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
+        runs_on = mfg_core.methods.get(kind, name).runs_on()
+        if backend not in runs_on:
+            return field, f"{kind} method {name!r} does not run on backend {backend!r} (it runs on {list(runs_on)})"
     return None
 
 
@@ -133,18 +137,17 @@ def _plan():
     return runs, skipped
 
 
-_check_anderson()
-RUNS, SKIPPED = _plan()
-for _s in SKIPPED:
-    logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
-                   f"{_s['reason']}")
+
+
+def _alternatives(names):
+    return "|".join(sorted(names, key=len, reverse=True))  # longest first: anderson_plain before anderson
 
 
 wildcard_constraints:
-    problem="|".join(sorted(PROBLEMS)),
-    fp="fdm|particle",
-    coupling="damping|anderson_plain|anderson",
-    backend="numpy|numba|jax|torch",
+    problem=_alternatives(PROBLEMS),
+    fp=_alternatives(mfg_core.methods.names("fp")),
+    coupling=_alternatives(mfg_core.methods.names("coupling")),
+    backend=_alternatives(mfg_core.backends.names()),
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,34 +176,63 @@ def problem_settings(label):
             "params": dict(spec.get("params", {}))}
 
 
+def _method_options(fp, coupling):
+    """The study's settings for one (fp, coupling) pair, in the method registry's option names.
+
+    The coupling's block may set the particle solver's common_random_numbers (anderson.options);
+    otherwise a coupling that needs a deterministic map (anderson) imposes its own default over the
+    particle block's.
+    """
+    import mfg_core.methods as mm
+
+    options = {"thetaUM": config["solve"]["thetaUM"]}
+    fp_options = mm.get("fp", fp).options
+    if fp_options:
+        options.update({k: config["particle"][k] for k in fp_options if k in config["particle"]})
+    method = mm.get("coupling", coupling)
+    if "anderson_depth" in method.options:
+        block = dict(config["anderson"]["options"])
+        if coupling == "anderson_plain":
+            block.update(config["anderson"]["plain_options"])
+        crn = block.pop("common_random_numbers", method.fp_defaults.get("common_random_numbers"))
+        options.update(anderson_depth=config["anderson"]["depth"], **block)
+        if crn is not None and "common_random_numbers" in fp_options:
+            options["common_random_numbers"] = crn
+    return options
+
+
 def run_settings(wildcards):
-    """Everything a solve depends on, and nothing else: passed as params so edits trigger re-runs."""
-    solve = dict(config["solve"])
-    particle = {}
+    """Everything a solve depends on, and nothing else: passed as params so edits trigger re-runs.
+
+    ``options`` are the run's method options resolved by mfg_core's registry (every option of the
+    HJB, FP and coupling methods, defaults filled in), so the store records exactly what ran.
+    """
+    import mfg_core.methods as mm
+
+    solve = {k: config["solve"][k] for k in ("max_iterations", "tolerance", "on_divergence", "initial_guess")}
     if wildcards.fp == "particle":
-        particle = {k: config["particle"][k] for k in ("num_particles", "seed", "bandwidth",
-                                                        "common_random_numbers")}
         solve["tolerance"] = config["particle"]["tolerance"]
         solve["max_iterations"] = config["particle"]["max_iterations"]
-    anderson = {}
-    if wildcards.coupling in ("anderson", "anderson_plain"):
-        options = dict(config["anderson"]["options"])
-        if wildcards.coupling == "anderson_plain":
-            options.update(config["anderson"]["plain_options"])
-        anderson = {"depth": config["anderson"]["depth"], "options": options}
+    resolved = mm.resolve_options(wildcards.fp, wildcards.coupling, _method_options(wildcards.fp, wildcards.coupling))
     return {
         "problem": problem_settings(wildcards.problem),
         "fp": wildcards.fp,
         "coupling": wildcards.coupling,
         "backend": wildcards.backend,
         "solve": solve,
-        "particle": particle,
-        "anderson": anderson,
+        "options": {k: v for kind in ("hjb", "fp", "coupling") for k, v in resolved[kind].items()},
     }
 
 
 def res(kind, key):
     return RESOURCES[kind][key]
+
+
+_check_methods()
+RUNS, SKIPPED = _plan()
+for _s in SKIPPED:
+    logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
+                   f"{_s['reason']}")
 
 
 TABLES = f"{OUT}/tables"

@@ -1,9 +1,9 @@
 """Figure of the solution fields of one problem (rule plot_fields): no numerics, stores in, PNG out."""
 
-from mfg_core import io
+from mfg_study import io, jobs
 
-with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    from mfg_core import report
+with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_study import report
 
     runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
     chosen = report.pick_field_runs(runs, reference=snakemake.params.reference)  # noqa: F821

@@ -1,14 +1,14 @@
 """Mass over time and over iterations for every run: CSV tables and one figure per problem."""
 
-from mfg_core import io
+from mfg_study import io, jobs
 
-with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    from mfg_core import analysis, report
+with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_study import report, tables
 
     runs = [(k, io.open_store(p, load=False)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
-    over_time = analysis.mass_over_time(runs)
-    over_iterations = analysis.mass_over_iterations(runs)
-    io.write_csv(analysis.mass_table(runs), snakemake.output.table)  # noqa: F821
+    over_time = tables.mass_over_time(runs)
+    over_iterations = tables.mass_over_iterations(runs)
+    io.write_csv(tables.mass_table(runs), snakemake.output.table)  # noqa: F821
     io.write_csv(over_time, snakemake.output.over_time)  # noqa: F821
     io.write_csv(over_iterations, snakemake.output.over_iterations)  # noqa: F821
     for problem, path in zip(snakemake.params.problems, snakemake.output.figures, strict=True):  # noqa: F821

@@ -8,23 +8,23 @@ import json
 
 import pandas as pd
 
-from mfg_core import io
+from mfg_study import io, jobs
 
-with io.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    from mfg_core import analysis, report
+with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
+    from mfg_study import provenance, report, seed, tables
 
     sm = snakemake  # noqa: F821
     runs_df = pd.read_csv(sm.input.runs_table)
     mass_df = pd.read_csv(sm.input.mass)
     coupling_df = pd.read_csv(sm.input.coupling)
     backends_df = pd.read_csv(sm.input.backends)
-    seed = analysis.seed_comparison(runs_df, coupling_df, backends_df, reference_backend=sm.params.reference)
+    seed = seed.seed_comparison(runs_df, coupling_df, backends_df, reference_backend=sm.params.reference)
 
     problems = {}
     for label, path in zip(sm.params.problems, sm.input.problems, strict=True):
         problems[label] = json.loads(io.open_store(path, load=False).attrs["problem_parameters"])
     stores = [io.open_store(p, load=False) for p in sm.input.runs]  # attrs only: no field is read
-    prov = analysis.provenance_summary(stores)
+    prov = provenance.provenance_summary(stores)
 
     def figs(paths, what):
         return [(f"{what}: {label}", p) for label, p in zip(sm.params.problems, paths, strict=True)]

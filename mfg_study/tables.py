@@ -1,7 +1,7 @@
 """Tables that compare the runs of a study: per-run summary, mass conservation, coupling, backends.
 
 Works on the datasets written by the workflow (``result.to_xarray()`` plus provenance, read with
-:func:`mfg_core.io.open_store`); it never solves anything. Every function returns a
+:func:`mfg_study.io.open_store`); it never solves anything. Every function returns a
 ``pandas.DataFrame`` with one row per run or per comparison, ready for CSV and the HTML report.
 
 Definitions used throughout (so that the numbers in the report mean one thing):
@@ -9,7 +9,8 @@ Definitions used throughout (so that the numbers in the report mean one thing):
 * mass deviation of a run: ``max_t |mass(t) - 1|`` of the final density, in percent (the discrete
   mass ``sum(weights * m)`` recorded by the solver; the initial density has mass 1);
 * mass error over iterations: the history ``mass_error`` (the same quantity for each iterate);
-* residual of an iteration: ``max(res_U, res_M)``, the relative change of U and M;
+* residual of an iteration: ``max(residual_U, residual_M)``, the relative fixed-point residual;
+* change of an iteration: ``max(change_U, change_M)``, the relative change between iterates;
 * agreement of two backends: ``max|X_b - X_ref| / max|X_ref|`` for X = U, M (relative to the largest
   reference value, so that near-zero densities do not blow the ratio up);
 * speed-up: reference seconds per iteration / seconds per iteration (compile time excluded and
@@ -59,20 +60,20 @@ def _max_pair(ds, a: str, b: str) -> np.ndarray:
 
 
 def residual_history(ds) -> np.ndarray:
-    """Relative fixed-point residual ``max(fp_res_U, fp_res_M)`` per iteration.
+    """Relative fixed-point residual ``max(residual_U, residual_M)`` per iteration.
 
     This is the quantity that compares across coupling methods: under damping the change between
-    iterates (``res_U``, ``res_M``, what damping stops on) is ``thetaUM`` times it, under Anderson it
+    iterates (``change_U``, ``change_M``, what damping stops on) is ``thetaUM`` times it, under Anderson it
     is the length of the extrapolated step. Stores without it fall back to the change; a run that
     diverged to NaN gives an empty array.
     """
-    res = _max_pair(ds, "fp_res_U", "fp_res_M")
+    res = _max_pair(ds, "residual_U", "residual_M")
     return res if res.size else change_history(ds)
 
 
 def change_history(ds) -> np.ndarray:
-    """``max(res_U, res_M)``: the relative change between iterates (the stopping criterion)."""
-    return _max_pair(ds, "res_U", "res_M")
+    """``max(change_U, change_M)``: the relative change between iterates (the stopping criterion)."""
+    return _max_pair(ds, "change_U", "change_M")
 
 
 def mass_deviation_pct(ds) -> float:
@@ -88,7 +89,7 @@ def mass_deviation_pct(ds) -> float:
 def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
     """One row describing a run: outcome, cost and the headline numbers."""
     row: dict[str, Any] = _key(run)
-    iterations = int(ds.attrs.get("iterations", _history(ds, "res_U").size))
+    iterations = int(ds.attrs.get("iterations", _history(ds, "change_U").size))
     wall = _attr_float(ds, "wall_time")
     res = residual_history(ds)
     change = change_history(ds)
@@ -240,129 +241,6 @@ def backend_table(runs: Iterable[Run], reference: str = "numpy") -> pd.DataFrame
 
 
 # ---------------------------------------------------------------------------------------------
-# the seed report beside this study
-SEED_FINDINGS = (
-    ("backend_speedup", "Backend speed-up over numpy",
-     "Zero: the backend object was stored but not used; all computation ran in NumPy/scipy."),
-    ("mass_damping_particles", "Mass deviation under damping (particle FP)",
-     "2.82% max deviation (\"within statistical bounds\")."),
-    ("anderson_particles", "Anderson acceleration on particles",
-     "378% mass deviation, errors compound: \"DO NOT USE\"."),
-    ("anderson_deterministic", "Anderson acceleration on deterministic solvers (FDM)",
-     "Expected 2-5x speed-up (stated as expected, not measured)."),
-)
-
-NOT_RUN = "not run in this study"
-
-
-def seed_comparison(runs_df: pd.DataFrame, coupling_df: pd.DataFrame | None,
-                    backends_df: pd.DataFrame | None, reference_backend: str = "numpy") -> pd.DataFrame:
-    """One row per seed-report finding: what the seed said, what this study measured, from which runs.
-
-    Measured values are reported whatever they show; a finding whose runs are not part of the study
-    says "not run in this study".
-    """
-    measured = {
-        "backend_speedup": _measured_speedup(backends_df, reference_backend),
-        "mass_damping_particles": _measured_mass(runs_df),
-        "anderson_particles": _measured_anderson(runs_df, coupling_df, "particle"),
-        "anderson_deterministic": _measured_anderson(runs_df, coupling_df, "fdm"),
-    }
-    rows = []
-    for key, finding, seed in SEED_FINDINGS:
-        text, basis = measured[key]
-        rows.append({"finding": finding, "seed report": seed, "this study": text, "runs": basis})
-    return pd.DataFrame(rows)
-
-
-def _measured_speedup(df, reference):
-    if df is None or df.empty:
-        return NOT_RUN, ""
-    others = df[(df["backend"] != reference) & (df["reference"] != "")]
-    if others.empty:
-        return NOT_RUN + f" (no backend besides {reference})", ""
-    parts = []
-    for backend, g in others.groupby("backend", sort=True):
-        s = g["speedup_per_iteration"].dropna()
-        c = g["compile_time_s"].dropna()
-        if s.empty:
-            parts.append(f"{backend}: no comparable run")
-            continue
-        text = f"{backend}: {_median_range(s)} per iteration"
-        if len(c):
-            text += f", compile {c.median():.2f} s (median)"
-        parts.append(text)
-    return "; ".join(parts), f"{len(others)} runs vs {reference}"
-
-
-def _measured_mass(runs_df):
-    sel = runs_df[(runs_df["fp"] == "particle") & (runs_df["coupling"] == "damping")]
-    if sel.empty:
-        return NOT_RUN, ""
-    dev = sel["mass_deviation_pct"]
-    text = _pct_summary(dev)
-    fdm = runs_df[(runs_df["fp"] == "fdm") & (runs_df["coupling"] == "damping")]["mass_deviation_pct"].dropna()
-    if len(fdm):
-        text += f" (FDM with damping, for comparison: max {fdm.max():.2g}%)"
-    return text, f"{len(sel)} particle runs with damping"
-
-
-def _measured_anderson(runs_df, coupling_df, fp):
-    sel = runs_df[(runs_df["fp"] == fp) & runs_df["coupling"].isin(ANDERSON)]
-    if sel.empty:
-        return NOT_RUN, ""
-    parts = []
-    for coupling, g in sel.groupby("coupling", sort=True):
-        status = ", ".join(f"{n}/{len(g)} {s}" for s, n in g["status"].value_counts().sort_index().items())
-        text = f"{coupling}: {status}"
-        if coupling_df is not None and not coupling_df.empty:
-            c = coupling_df[(coupling_df["fp"] == fp) & (coupling_df["coupling"] == coupling)]
-            both = c[c["both_converged"].astype(bool)]
-            if len(both):
-                text += (f"; iterations: damping/{coupling} = {_median_range(both['iteration_ratio'])}, wall "
-                         f"time: damping/{coupling} = {_median_range(both['time_ratio'])} (above 1: faster "
-                         "than damping)")
-            only = c[(c["status"] == "converged") & (c["reference_status"] != "converged")]
-            if len(both) and len(only):
-                text += f"; converged where damping did not in {len(only)} runs"
-            elif len(c) and not len(both):
-                ref = c["reference_status"].value_counts().to_dict()
-                text += (f"; no pair with damping where both converged (damping: "
-                         + ", ".join(f"{n} {k}" for k, n in sorted(ref.items())) + ")")
-        if "final_residual" in g:
-            damp = runs_df[(runs_df["fp"] == fp) & (runs_df["coupling"] == "damping")]["final_residual"]
-            text += f"; final residual {_median_range(g['final_residual'], '', '.2e')}"
-            if len(damp.dropna()):
-                text += f" (damping: {_median_range(damp, '', '.2e')})"
-        text += f"; mass deviation {_pct_summary(g['mass_deviation_pct'])}"
-        if "min_m" in g and g["min_m"].notna().any():
-            text += f"; min m {g['min_m'].min():.3g}"
-        parts.append(text)
-    return "; ".join(parts), f"{len(sel)} {fp} runs with Anderson"
-
-
-def _median_range(series, unit: str = "x", fmt: str = ".2f") -> str:
-    s = pd.Series(series, dtype=float).dropna()
-    if s.empty:
-        return "no data"
-    if len(s) == 1 or np.isclose(s.min(), s.max(), rtol=1e-6, atol=0):
-        return f"{s.iloc[0]:{fmt}}{unit}" + (f" (all {len(s)} runs)" if len(s) > 1 else "")
-    return f"{s.median():{fmt}}{unit} (median of {len(s)}; range {s.min():{fmt}} to {s.max():{fmt}}{unit})"
-
-
-def _pct_summary(series) -> str:
-    s = pd.Series(series, dtype=float)
-    finite = s.dropna()
-    nan = int(s.isna().sum())
-    if finite.empty:
-        return "undefined (every run diverged to NaN)" if nan else "no data"
-    text = f"max {finite.max():.3g}%" + (f" (median {finite.median():.3g}%)" if len(finite) > 1 else "")
-    if nan:
-        text += f", {nan} diverged to NaN"
-    return text
-
-
-# ---------------------------------------------------------------------------------------------
 def _ratio(a, b) -> float:
     try:
         a, b = float(a), float(b)
@@ -377,20 +255,3 @@ def _require(df: pd.DataFrame, columns: Iterable[str]) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"table lacks columns {missing} (is it a runs table from runs_table()?)")
-
-
-def provenance_summary(stores: Iterable[Any]) -> dict[str, Any]:
-    """Package versions, git revisions and backends recorded in a study's stores (for the report)."""
-    versions: dict[str, set[str]] = {}
-    revisions, backends = set(), {}
-    for ds in stores:
-        for pkg, v in json.loads(ds.attrs.get("provenance_package_versions", "{}")).items():
-            versions.setdefault(pkg, set()).add(v or "not installed")
-        rev = ds.attrs.get("provenance_git_revision")
-        if rev:
-            dirty = ds.attrs.get("provenance_git_dirty", "unknown")
-            revisions.add(rev + (" (uncommitted changes)" if dirty == "true" else ""))
-        if ds.attrs.get("backend"):
-            backends[ds.attrs["backend"]] = ds.attrs.get("backend_version", "")
-    return {"package_versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},
-            "git_revisions": sorted(revisions), "backends": dict(sorted(backends.items()))}

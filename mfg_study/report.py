@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import RUN_KEYS, residual_history
+from mfg_core import backends, methods
+
+from .tables import RUN_KEYS, residual_history
 
 
 def _plt():
@@ -35,8 +37,10 @@ def _label(run: Mapping[str, str], skip: Sequence[str] = ("problem",)) -> str:
     return "/".join(str(run[k]) for k in RUN_KEYS if k not in skip)
 
 
-_COLORS = {"damping": "tab:blue", "anderson": "tab:red", "anderson_plain": "tab:orange"}
-_STYLES = {"numpy": "-", "numba": "--", "jax": ":", "torch": "-."}
+# styles come from the registries, in their order: a new method or backend gets its own without edits here
+_COLORS = dict(zip(methods.names("coupling"), ("tab:blue", "tab:green", "tab:red", "tab:orange", "tab:purple",
+                                               "tab:brown", "tab:pink", "tab:olive")))
+_STYLES = dict(zip(backends.names(), ("-", "--", ":", "-.", (0, (5, 1)), (0, (1, 1)))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,7 +75,7 @@ def mass_figure(problem: str, over_time: pd.DataFrame, over_iterations: pd.DataF
 
 def residual_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]],
                     tolerances: Mapping[str, float] | None = None):
-    """Fixed-point residual ``max(fp_res_U, fp_res_M)`` per iteration on a log scale, one panel per FP
+    """Fixed-point residual ``max(residual_U, residual_M)`` per iteration on a log scale, one panel per FP
     method (see :func:`mfg_core.analysis.residual_history`)."""
     plt = _plt()
     runs = [(k, ds) for k, ds in runs if k["problem"] == problem]
@@ -118,16 +122,16 @@ def backend_figure(problem: str, backends: pd.DataFrame):
 
 def pick_field_runs(runs: Iterable[tuple[Mapping[str, str], Any]], reference: str = "numpy"):
     """The runs a fields figure shows: for each FP method, a run with a finite density, preferring a
-    converged one (so the picture is a fixed point), then the reference backend, then damping,
-    anderson, anderson_plain."""
-    order = {"damping": 0, "anderson": 1, "anderson_plain": 2}
+    converged one (so the picture is a fixed point), then the reference backend, then the coupling
+    methods in registry order."""
+    order = {name: i for i, name in enumerate(methods.names("coupling"))}
     chosen: dict[str, tuple[Mapping[str, str], Any]] = {}
-    for fp in ("fdm", "particle"):
+    for fp in methods.names("fp"):
         cands = [(k, ds) for k, ds in runs if k["fp"] == fp and np.all(np.isfinite(ds["m"].values))]
         if not cands:
             continue
         cands.sort(key=lambda r: (r[1].attrs.get("status") != "converged", r[0]["backend"] != reference,
-                                  order.get(r[0]["coupling"], 9)))
+                                  order.get(r[0]["coupling"], len(order))))
         chosen[fp] = cands[0]
     return chosen
 

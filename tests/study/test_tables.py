@@ -1,4 +1,4 @@
-"""mfg_core.analysis and mfg_core.report on small synthetic and real results (no Snakemake)."""
+"""mfg_study.tables and mfg_study.report on small synthetic and real results (no Snakemake)."""
 
 import math
 
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 import mfg_core as mc
-from mfg_core import analysis, io, report
+from mfg_study import io, report, tables
+from mfg_study import seed as seed_findings
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +27,17 @@ def runs():
 
 
 def test_runs_and_mass_tables(runs):
-    table = analysis.runs_table(runs)
+    table = tables.runs_table(runs)
     assert list(table["backend"]) == ["numpy", "numba"]
     assert table.loc[0, "mass_deviation_pct"] < 1e-10
     assert table.loc[1, "mass_deviation_pct"] == pytest.approx(5.0)
-    mass = analysis.mass_table(runs)
+    mass = tables.mass_table(runs)
     assert mass.loc[1, "max_deviation_over_time_pct"] == pytest.approx(5.0)
-    assert len(analysis.mass_over_time(runs)) == 2 * 7
+    assert len(tables.mass_over_time(runs)) == 2 * 7
 
 
 def test_backend_table_speedup_and_agreement(runs):
-    b = analysis.backend_table(runs, reference="numpy").set_index("backend")
+    b = tables.backend_table(runs, reference="numpy").set_index("backend")
     assert b.loc["numba", "max_rel_diff_U"] == pytest.approx(1e-3, rel=1e-9)
     assert b.loc["numba", "max_rel_diff_M"] == 0.0
     assert b.loc["numba", "speedup_wall"] == pytest.approx(4.0)
@@ -44,20 +45,20 @@ def test_backend_table_speedup_and_agreement(runs):
 
 
 def test_max_relative_difference_edge_cases():
-    assert analysis.max_relative_difference(np.ones(3), np.ones(3)) == 0.0
-    assert math.isnan(analysis.max_relative_difference(np.full(3, np.nan), np.ones(3)))
-    assert math.isnan(analysis.max_relative_difference(np.ones(2), np.ones(3)))
+    assert tables.max_relative_difference(np.ones(3), np.ones(3)) == 0.0
+    assert math.isnan(tables.max_relative_difference(np.full(3, np.nan), np.ones(3)))
+    assert math.isnan(tables.max_relative_difference(np.ones(2), np.ones(3)))
 
 
 def test_seed_comparison_says_what_was_not_run(runs):
-    table = analysis.runs_table(runs)
-    seed = analysis.seed_comparison(table, analysis.coupling_table(table),
-                                    analysis.backend_table(runs), reference_backend="numpy")
-    assert list(seed["finding"]) == [f[1] for f in analysis.SEED_FINDINGS]
+    table = tables.runs_table(runs)
+    seed = seed_findings.seed_comparison(table, tables.coupling_table(table),
+                                    tables.backend_table(runs), reference_backend="numpy")
+    assert list(seed["finding"]) == [f[1] for f in seed_findings.SEED_FINDINGS]
     by = seed.set_index("finding")["this study"]
     assert by.iloc[0].startswith("numba: 4.00x")
-    assert by.iloc[1] == analysis.NOT_RUN  # no particle runs here
-    assert by.iloc[2] == analysis.NOT_RUN and by.iloc[3] == analysis.NOT_RUN
+    assert by.iloc[1] == seed_findings.NOT_RUN  # no particle runs here
+    assert by.iloc[2] == seed_findings.NOT_RUN and by.iloc[3] == seed_findings.NOT_RUN
     assert "378%" in seed["seed report"].iloc[2]
 
 
@@ -68,18 +69,18 @@ def test_coupling_table_ratios():
         dict(problem="c", fp="fdm", backend="numpy", coupling="anderson", status="converged", iterations=5,
              wall_time_s=1.0, mass_deviation_pct=0.0, final_residual=1e-7),
     ])
-    c = analysis.coupling_table(df).set_index("coupling")
+    c = tables.coupling_table(df).set_index("coupling")
     assert c.loc["anderson", "iteration_ratio"] == 4.0 and c.loc["anderson", "time_ratio"] == 2.0
     assert bool(c.loc["anderson", "both_converged"])
     with pytest.raises(ValueError, match="lacks columns"):
-        analysis.coupling_table(df.drop(columns=["status"]))
+        tables.coupling_table(df.drop(columns=["status"]))
 
 
 def test_report_html_is_self_contained(runs, tmp_path):
-    table = analysis.runs_table(runs)
+    table = tables.runs_table(runs)
     fig = report.residual_figure("c", runs, {"fdm": 1e-6})
     png = io.save_figure(fig, tmp_path / "r.png")
-    seed = analysis.seed_comparison(table, None, None)
+    seed = seed_findings.seed_comparison(table, None, None)
     page = report.render_report(study="t<x>", seed=seed, sections=[
         {"title": "Runs", "text": "a & b", "tables": [("all", table)], "figures": [("res", png)]}],
         what_was_run={"config": {"study": "t"}})
@@ -102,12 +103,12 @@ def test_seed_rows_report_anderson_against_damping():
                  iterations=5, wall_time_s=1.0, mass_deviation_pct=1e-12, final_residual=1e-7, min_m=0.0),
         ]
     runs_df = pd.DataFrame(rows)
-    seed = analysis.seed_comparison(runs_df, analysis.coupling_table(runs_df), None)
+    seed = seed_findings.seed_comparison(runs_df, tables.coupling_table(runs_df), None)
     text = seed.set_index("finding")["this study"].iloc[3]
     assert text.startswith("anderson: 2/2 converged")
     assert "damping/anderson = 4.00x" in text  # only the pair where both converged counts
     assert "converged where damping did not in 1 runs" in text
-    assert seed["this study"].iloc[2] == analysis.NOT_RUN  # no particle runs
+    assert seed["this study"].iloc[2] == seed_findings.NOT_RUN  # no particle runs
 
 
 def test_fields_figure_picks_converged_reference_runs(runs, tmp_path):
@@ -132,8 +133,8 @@ def test_final_residual_is_the_fixed_point_residual_not_the_damped_change():
     table must report the residual, so that damping and Anderson compare like for like."""
     p = mc.problems.load("congestion", Nx=20, Nt=10)
     res = mc.FixedPointIterator(p, mc.HJBFDMSolver(p), mc.FPFDMSolver(p), thetaUM=0.25).solve(6, 1e-12)
-    row = analysis.run_summary({"problem": "c", "fp": "fdm", "coupling": "damping", "backend": "numpy"},
+    row = tables.run_summary({"problem": "c", "fp": "fdm", "coupling": "damping", "backend": "numpy"},
                                res.to_xarray())
-    assert row["final_residual"] == pytest.approx(max(res.history["fp_res_U"][-1], res.history["fp_res_M"][-1]))
-    assert row["final_change"] == pytest.approx(max(res.history["res_U"][-1], res.history["res_M"][-1]))
+    assert row["final_residual"] == pytest.approx(max(res.history["residual_U"][-1], res.history["residual_M"][-1]))
+    assert row["final_change"] == pytest.approx(max(res.history["change_U"][-1], res.history["change_M"][-1]))
     assert 2.5 < row["final_residual"] / row["final_change"] < 6  # about 1 / thetaUM

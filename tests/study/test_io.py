@@ -1,4 +1,4 @@
-"""mfg_core.io: JSON-clean attrs, atomic writes, zarr stores with Snakemake's timestamp file."""
+"""mfg_study.io: JSON-clean attrs, atomic writes, zarr stores with Snakemake's timestamp file."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import mfg_core as mc
-from mfg_core import io
+from mfg_study import io, provenance
 
 
 def tiny_result():
@@ -57,7 +57,7 @@ def test_interrupted_store_write_keeps_the_old_store_and_no_temporary(tmp_path, 
 def test_store_roundtrip_with_provenance_and_timestamp_file(tmp_path):
     p, result = tiny_result()
     ds = result.to_xarray()
-    ds.attrs.update(io.provenance_attrs(config={"study": "t", "solve": {"tolerance": 1e-3}},
+    ds.attrs.update(provenance.provenance_attrs(config={"study": "t", "solve": {"tolerance": 1e-3}},
                                         run={"backend": "numpy"}, backend="numpy",
                                         backend_version=np.__version__, wall_time=result.wall_time,
                                         compile_time=result.compile_time))

@@ -6,7 +6,7 @@ import pytest
 
 import mfg_core as mc
 from mfg_core.anderson import AndersonOptions
-from mfg_core.comparison import HISTORY_COLUMNS, TABLE_COLUMNS, compare_coupling
+from mfg_study.comparison import HISTORY_COLUMNS, TABLE_COLUMNS, compare_coupling
 
 SMALL = dict(Nx=30, Nt=30)
 TOL = 1e-6
@@ -27,7 +27,7 @@ def test_columns_and_one_row_per_run(comparison):
     assert len(table) == 5 + 9
     assert table["run"].is_unique
     assert set(table["problem"]) == {name}
-    assert set(table["method"]) == {"damping", "anderson_plain", "anderson_safeguarded"}
+    assert set(table["method"]) == {"damping", "anderson_plain", "anderson"}
     assert table["converged"].dtype == bool
     assert (table["Nx"] == 30).all() and (table["Nt"] == 30).all()
 
@@ -60,7 +60,7 @@ def test_invariants_of_every_row(comparison):
     assert fdm["num_particles"].isna().all() and not fdm["common_random_numbers"].any()
     part = table[table["fp"] == "particle"]
     assert (part["num_particles"] == 1000).all()
-    assert part.loc[part["method"] == "anderson_safeguarded", "common_random_numbers"].all()
+    assert part.loc[part["method"] == "anderson", "common_random_numbers"].all()
 
 
 def test_the_ranking_that_the_study_reports(comparison):
@@ -70,7 +70,7 @@ def test_the_ranking_that_the_study_reports(comparison):
     for fp, suffix in (("fdm", ""), ("particle", "/crn")):
         best_damping = min(t.loc[f"{fp}/damping/theta{th:g}{suffix}", "iterations"] for th in (0.3, 0.5, 0.8)
                            if t.loc[f"{fp}/damping/theta{th:g}{suffix}", "converged"])
-        sg = t.loc[f"{fp}/anderson_safeguarded/m5"]
+        sg = t.loc[f"{fp}/anderson/m5"]
         assert sg["converged"], sg["reason"]
         assert sg["iterations"] < best_damping
     # fresh random numbers: nothing reaches 1e-6, every method stalls at the Monte-Carlo noise floor
@@ -81,15 +81,15 @@ def test_the_ranking_that_the_study_reports(comparison):
         # no m-coupling: HJB(M) is M-independent and damping contracts by exactly (1 - theta)
         its = [t.loc[f"fdm/damping/theta{th:g}", "iterations"] for th in (0.3, 0.5, 0.8)]
         assert its[0] > its[1] > its[2]
-        assert t.loc["fdm/anderson_safeguarded/m5", "iterations"] <= 4
+        assert t.loc["fdm/anderson/m5", "iterations"] <= 4
 
 
 def test_accepts_a_problem_object_and_subsets():
     p = mc.problems.load("lq", Nx=20, Nt=20)
     table, hist = compare_coupling(p, fp_methods=("fdm",), thetas=(0.5,), depths=(2, 3),
-                                   methods=("damping", "anderson_safeguarded"), max_iterations=30)
-    assert list(table["run"]) == ["fdm/damping/theta0.5", "fdm/anderson_safeguarded/m2",
-                                  "fdm/anderson_safeguarded/m3"]
+                                   methods=("damping", "anderson"), max_iterations=30)
+    assert list(table["run"]) == ["fdm/damping/theta0.5", "fdm/anderson/m2",
+                                  "fdm/anderson/m3"]
     assert isinstance(hist, pd.DataFrame) and set(hist["run"]) == set(table["run"])
 
 

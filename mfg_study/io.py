@@ -1,7 +1,7 @@
-"""Reading and writing study outputs: xarray <-> zarr stores, provenance attrs and atomic writes.
+"""Reading and writing study outputs: xarray <-> zarr stores, JSON-clean attributes, atomic writes.
 
-Not part of the solver core (``problem``, ``solvers``, ``coupling`` never import this module): it is
-what the workflow scripts and the report use to turn results into files that survive interruptions.
+Part of the study runner, not of the solver core (``mfg_core`` never imports ``mfg_study``): what the
+workflow scripts and the report use to turn results into files that survive interruptions.
 
 * Stores are zarr format 3, unconsolidated (Snakemake's ``directory()`` outputs receive a
   ``.snakemake_timestamp`` file after the job; a consolidated index would not know it, and zarr 3
@@ -9,6 +9,8 @@ what the workflow scripts and the report use to turn results into files that sur
 * Every output is written next to its target under a temporary name and renamed into place, so an
   interrupted job never leaves a file or store that looks complete.
 * Attributes are checked to be plain JSON (no NaN, no numpy objects) before anything is written.
+* Stores carry ``format_version`` (:data:`mfg_core.result.FORMAT_VERSION`); :func:`open_store` reads
+  older versions in the current layout, or refuses a newer one naming the version it needs.
 """
 
 from __future__ import annotations
@@ -31,12 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from mfg_core.result import FORMAT_VERSION, upgrade_dataset
+
 #: The file Snakemake drops inside ``directory()`` outputs.
 SNAKEMAKE_TIMESTAMP = ".snakemake_timestamp"
 
-#: Packages whose versions go into every store's provenance (absent ones are recorded as "").
-PROVENANCE_PACKAGES = ("mfg_core", "numpy", "scipy", "numba", "jax", "jaxlib", "torch", "xarray",
-                       "zarr", "pandas", "matplotlib", "snakemake")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,82 +74,6 @@ def json_clean(value: Any, *, name: str = "attrs") -> Any:
 def json_string(value: Any, *, name: str = "value") -> str:
     """``value`` as a compact, key-sorted JSON string (sorted so that equal configs compare equal)."""
     return json.dumps(json_clean(value, name=name), sort_keys=True, allow_nan=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# provenance
-def package_versions(packages: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
-    """Installed version of each package, ``""`` if it is not installed (never imports heavy ones)."""
-    from importlib import metadata
-
-    dist_names = {"mfg_core": "mfg-core"}
-    out = {"python": platform.python_version()}
-    for pkg in packages:
-        try:
-            out[pkg] = metadata.version(dist_names.get(pkg, pkg))
-        except metadata.PackageNotFoundError:
-            out[pkg] = ""
-    return out
-
-
-def git_revision(path: str | os.PathLike = ".") -> dict[str, Any]:
-    """``{"revision": sha, "dirty": bool}`` of the git work tree containing ``path``.
-
-    Outside a git repository (e.g. an exported copy) both are recorded as unknown rather than
-    failing: a study is still worth running there.
-    """
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=30)
-
-    try:
-        rev = git("rev-parse", "HEAD")
-        if rev.returncode != 0:
-            return {"revision": "unknown", "dirty": None}
-        status = git("status", "--porcelain", "--untracked-files=no")
-        return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"revision": "unknown", "dirty": None}
-
-
-def provenance_attrs(*, config: Mapping[str, Any], run: Mapping[str, Any] | None = None,
-                     backend: str = "", backend_version: str = "", wall_time: float | None = None,
-                     compile_time: float | None = None, repo: str | os.PathLike = ".",
-                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The provenance attributes every store carries (all plain JSON).
-
-    ``config`` is the full resolved study config (stored as a JSON string so that nested keys
-    survive any reader); ``run`` the settings of this particular job. Wall time and compile time
-    are kept apart because jit compilation (numba, jax) is a one-off cost per shape.
-    """
-    git = git_revision(repo)
-    attrs: dict[str, Any] = {
-        "provenance_config": json_string(config, name="config"),
-        "provenance_run": json_string(run or {}, name="run"),
-        "provenance_package_versions": json_string(package_versions(), name="package_versions"),
-        "provenance_git_revision": git["revision"],
-        "provenance_git_dirty": "unknown" if git["dirty"] is None else str(git["dirty"]).lower(),
-        "provenance_created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance_host": platform.node(),
-        "provenance_python": sys.version.split()[0],
-    }
-    if backend:
-        attrs["backend"] = backend
-        attrs["backend_version"] = backend_version
-    if wall_time is not None:
-        attrs["wall_time"] = float(wall_time)
-    if compile_time is not None:
-        attrs["compile_time"] = float(compile_time)
-    for key, value in (extra or {}).items():
-        attrs[key] = value if isinstance(value, (str, int, float, bool)) else json_string(value, name=key)
-    return json_clean(attrs)
-
-
-def read_json_attr(ds, key: str, default: Any = None) -> Any:
-    """Decode a JSON-string attribute written by :func:`provenance_attrs` (``default`` if absent)."""
-    raw = ds.attrs.get(key)
-    if raw is None:
-        return default
-    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +182,10 @@ def open_store(path: str | os.PathLike, *, load: bool = True):
         if load:
             ds = ds.load()
             ds.close()
-    return ds
+    try:
+        return upgrade_dataset(ds)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,58 +241,6 @@ def diverged_dataset(problem, reason: str):
          "m": (("t", "x"), nan.copy(), {"long_name": "density m(t, x) (NaN: diverged)"}),
          "mass": (("t",), np.full(problem.t.shape, np.nan), {"long_name": "discrete mass"})},
         coords={"t": problem.t, "x": problem.x, "iteration": np.arange(1, 1)},
-        attrs={"converged": 0, "reason": reason,
+        attrs={"format_version": FORMAT_VERSION, "status": "diverged", "converged": 0, "reason": reason,
                "problem_parameters": json_string(problem.parameters(), name="problem_parameters")},
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# runtime environment of a job
-@contextlib.contextmanager
-def job_log(path: str | os.PathLike, *, level: int = 20) -> Iterator[Any]:
-    """Send the ``mfg_core`` logger (iteration progress, at INFO) and Python warnings to ``path``.
-
-    Yields the logger to use for the job's own messages. The file is line-buffered, so ``tail -f``
-    on a running job's log shows each iteration as it finishes.
-    """
-    import logging
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.StreamHandler(open(path, "a", buffering=1, encoding="utf-8"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger("mfg_core"), logging.getLogger("py.warnings")]
-    old = [(lg.level, lg.propagate) for lg in loggers]
-    logging.captureWarnings(True)
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(level)
-    try:
-        yield logging.getLogger("mfg_core.workflow")
-    except BaseException:
-        logging.getLogger("mfg_core.workflow").exception("job failed")
-        raise
-    finally:
-        logging.captureWarnings(False)
-        for lg, (lvl, prop) in zip(loggers, old):
-            lg.removeHandler(handler)
-            lg.setLevel(lvl)
-        handler.close()
-
-
-
-def set_thread_env(threads: int) -> None:
-    """Limit numba and torch to ``threads`` before they are imported.
-
-    numpy (and its BLAS) is already imported by the time this runs (``mfg_core.io`` needs it), so
-    for BLAS the OMP/MKL/OpenBLAS variables that Snakemake exports per job are what count; setting
-    them here covers child processes. Snakemake exports OMP/MKL/OpenBLAS thread counts from a rule's
-    ``threads`` but not
-    ``NUMBA_NUM_THREADS``; numba reads it once at import, so it must be set first. torch follows
-    ``OMP_NUM_THREADS`` at import (and ``set_num_threads`` if it is already imported). XLA (jax) has
-    no stable thread-count flag, so jax is left alone rather than fed a flag it may reject.
-    """
-    n = max(1, int(threads))
-    for var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    if "torch" in sys.modules:
-        importlib.import_module("torch").set_num_threads(n)
