@@ -33,8 +33,8 @@ import numpy as np
 
 import mfg_core as mc
 from mfg_core import backends
-from mfg_core.analysis import max_relative_difference
-from mfg_core.io import atomic_path, write_text
+from mfg_study.tables import max_relative_difference
+from mfg_study.io import atomic_path, write_text
 
 SIZES = (100, 400, 1600)
 #: timed runs per size (median reported); fewer on the large grid to keep ``make bench`` short

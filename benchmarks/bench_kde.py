@@ -25,7 +25,7 @@ import numpy as np
 
 import mfg_core as mc
 from mfg_core import backends
-from mfg_core.io import atomic_path, write_text
+from mfg_study.io import atomic_path, write_text
 from mfg_core.kde import kde_on_grid
 from mfg_core.particles import FPParticleSolver
 

@@ -65,6 +65,8 @@ from typing import Any
 import numpy as np
 from scipy.linalg import qr_multiply, solve_triangular
 
+from . import validation as v
+
 ACCELERATE = ("both", "U", "M")
 
 # Per-iteration status codes (recorded in FixedPointResult.history["anderson_status"]). Integer codes
@@ -81,24 +83,6 @@ STATUS_NAMES = {
     STATUS_NONFINITE: "fallback_nonfinite",
     STATUS_REJECTED: "rejected_residual_growth",
 }
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(v):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return v
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -143,30 +127,23 @@ def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
     unknown = sorted(set(options) - set(OPTION_NAMES))
     if unknown:
         raise ValueError(f"unknown Anderson option(s) {unknown}; known: {list(OPTION_NAMES)}")
-    if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or depth < 1:
-        raise ValueError(f"anderson_depth (depth) must be an integer >= 1, got {depth!r}")
     d = AndersonOptions()
-    reg = _number("regularization", options.get("regularization", d.regularization))
-    if not (0.0 <= reg < math.inf):
-        raise ValueError(f"regularization must be finite and >= 0, got {reg!r}")
-    cond = _number("restart_condition", options.get("restart_condition", d.restart_condition))
-    if not cond > 1.0:
-        raise ValueError(f"restart_condition must be > 1, got {cond!r}")
-    beta = _number("beta", options.get("beta", d.beta))
-    if not (0.0 < beta <= 1.0):
-        raise ValueError(f"beta must be in (0, 1], got {beta!r}")
-    accelerate = options.get("accelerate", d.accelerate)
-    if accelerate not in ACCELERATE:
-        raise ValueError(f"accelerate must be one of {ACCELERATE}, got {accelerate!r}")
-    growth = _number("residual_growth", options.get("residual_growth", d.residual_growth))
-    if not (1.0 <= growth < math.inf):
-        raise ValueError(f"residual_growth must be finite and >= 1, got {growth!r}")
+    opt = {**d.as_dict(), **options}
+    if opt["accelerate"] not in ACCELERATE:
+        raise ValueError(f"accelerate must be one of {ACCELERATE}, got {opt['accelerate']!r}")
     return AndersonOptions(
-        depth=int(depth), regularization=reg, restart_condition=cond, beta=beta, accelerate=accelerate,
-        residual_check=_flag("residual_check", options.get("residual_check", d.residual_check)),
-        residual_growth=growth,
-        restart_on_reject=_flag("restart_on_reject", options.get("restart_on_reject", d.restart_on_reject)),
-        positivity=_flag("positivity", options.get("positivity", d.positivity)),
+        depth=v.integer("anderson_depth (depth)", depth, 1),
+        regularization=v.in_range("regularization", opt["regularization"], 0.0, math.inf, closed_low=True,
+                                  closed_high=False),
+        restart_condition=v.in_range("restart_condition", opt["restart_condition"], 1.0, math.inf,
+                                     closed_high=False),
+        beta=v.in_range("beta", opt["beta"], 0.0, 1.0),
+        accelerate=opt["accelerate"],
+        residual_check=v.flag("residual_check", opt["residual_check"]),
+        residual_growth=v.in_range("residual_growth", opt["residual_growth"], 1.0, math.inf,
+                                   closed_low=True, closed_high=False),
+        restart_on_reject=v.flag("restart_on_reject", opt["restart_on_reject"]),
+        positivity=v.flag("positivity", opt["positivity"]),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import validation
 from .backends import Backend, get_backend
 from .errors import DivergenceError
 from .fixed_point import FixedPointLoop
@@ -41,9 +42,7 @@ class FixedPointIterator(FixedPointLoop):
     def __init__(self, problem: MFGProblem, hjb_solver, fp_solver, thetaUM: float = 0.5,
                  use_anderson: bool = False, anderson_depth: int = 5,
                  backend: str | Backend | None = None, **anderson_options: Any):
-        crn = anderson_options.pop("common_random_numbers", True)
-        if not isinstance(crn, (bool, np.bool_)):
-            raise ValueError(f"common_random_numbers must be True or False, got {crn!r}")
+        crn = validation.flag("common_random_numbers", anderson_options.pop("common_random_numbers", True))
         anderson_rule = Anderson(thetaUM, anderson_depth, **anderson_options)  # validates every option
         self.use_anderson = bool(use_anderson)
         if self.use_anderson and crn and getattr(fp_solver, "common_random_numbers", True) is False:

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 import sys
 import time
 from typing import Any
 
 import numpy as np
 
+from . import validation
 from .errors import ConvergenceError, DivergenceError, NonFiniteError
 from .problem import MFGProblem
 from .result import FixedPointResult
@@ -98,16 +98,10 @@ class Step:
 
 def check_solve_args(max_iterations: Any, tolerance: Any, blowup_factor: Any) -> tuple[int, float, float]:
     """Validated ``(max_iterations, tolerance, blowup_factor)``: ``ValueError`` naming the parameter."""
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, numbers.Integral) \
-            or max_iterations < 1:
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}")
-    for name, value, low in (("tolerance", tolerance, 0.0), ("blowup_factor", blowup_factor, 1.0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                or not value > low:
-            raise ValueError(f"{name} must be a finite number > {low:g}, got {value!r}")
-    if tolerance >= 1:
-        raise ValueError(f"tolerance bounds a relative change and must be < 1, got {tolerance!r}")
-    return int(max_iterations), float(tolerance), float(blowup_factor)
+    return (validation.integer("max_iterations", max_iterations, 1),
+            # a relative change: 1 or more would stop at once
+            validation.in_range("tolerance", tolerance, 0.0, 1.0, closed_high=False),
+            validation.in_range("blowup_factor", blowup_factor, 1.0, math.inf, closed_high=False))
 
 
 class FixedPointLoop:

@@ -23,11 +23,12 @@ standard deviation (``ddof=1``; for ``"periodic"`` the circular standard deviati
 
 from __future__ import annotations
 
-import math
+import numbers
 from typing import Any
 
 import numpy as np
 
+from . import validation
 from .backends import Backend, get_backend
 from .grid import BOUNDARIES, grid_from_nodes
 
@@ -52,35 +53,43 @@ def check_bandwidth(bandwidth: Any) -> str | float:
             raise ValueError(f"bandwidth must be a positive number or one of {BANDWIDTH_RULES}, "
                              f"got {bandwidth!r}")
         return bandwidth
-    if isinstance(bandwidth, bool):
+    if isinstance(bandwidth, (bool, np.bool_)) or not isinstance(bandwidth, numbers.Real):
         raise ValueError(f"bandwidth must be a positive number or one of {BANDWIDTH_RULES}, got {bandwidth!r}")
+    return validation.positive("bandwidth", bandwidth)
+
+
+def _vector(name: str, value: Any) -> np.ndarray:
+    """``value`` as a 1-D float64 array of finite numbers (``ValueError`` naming ``name``)."""
     try:
-        h = float(bandwidth)
+        a = np.asarray(value)
+        if np.iscomplexobj(a):
+            raise TypeError
+        a = a.astype(np.float64, copy=False)
     except (TypeError, ValueError):
-        raise ValueError(f"bandwidth must be a positive number or one of {BANDWIDTH_RULES}, "
-                         f"got {bandwidth!r}") from None
-    if not math.isfinite(h) or h <= 0:
-        raise ValueError(f"bandwidth must be finite and > 0, got {bandwidth!r}")
-    return h
+        raise ValueError(f"{name} must be a 1-D array of real numbers") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        first = int(np.flatnonzero(~np.isfinite(a))[0])
+        raise ValueError(f"{name} contains NaN or inf (first at index {first})")
+    return a
 
 
 def check_grid(grid: Any) -> tuple[float, float, int]:
-    """Validate a uniform increasing 1-D grid of >= 3 nodes; returns ``(xmin, dx, num_nodes)``."""
-    try:
-        g = np.asarray(grid, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("grid must be a 1-D array of numbers") from None
-    if g.ndim != 1:
-        raise ValueError(f"grid must be a 1-D array, got shape {g.shape}")
+    """Validate a uniform increasing 1-D grid of >= 3 nodes; returns ``(xmin, dx, num_nodes)``.
+
+    Uniform means equal spacing to the rounding of the grid's own float type (a float32 grid is
+    uniform to about 1e-7 of its extent, a float64 one to 1e-9).
+    """
+    eps = np.finfo(np.asarray(grid).dtype).eps if np.asarray(grid).dtype.kind == "f" else 0.0
+    g = _vector("grid", grid)
     if g.size < 3:
         raise ValueError(f"grid must have at least 3 nodes, got {g.size}")
-    if not np.all(np.isfinite(g)):
-        raise ValueError("grid contains NaN or inf")
     dx = (g[-1] - g[0]) / (g.size - 1)
     if not dx > 0:
         raise ValueError("grid must be increasing")
     # relative to the grid's extent, so that a grid built as xmin + i*dx passes at any offset
-    tol = 1e-9 * max(abs(g[0]), abs(g[-1]), g[-1] - g[0])
+    tol = max(1e-9, 16 * eps) * max(abs(g[0]), abs(g[-1]), g[-1] - g[0])
     dev = np.max(np.abs(g - (g[0] + dx * np.arange(g.size))))
     if dev > tol:
         raise ValueError(f"grid must be uniform (equally spaced); a node is {dev:.3g} off the uniform grid "
@@ -89,16 +98,9 @@ def check_grid(grid: Any) -> tuple[float, float, int]:
 
 
 def _check_samples(samples: Any) -> np.ndarray:
-    try:
-        X = np.asarray(samples, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("samples must be an array of numbers") from None
-    if X.ndim != 1:
-        raise ValueError(f"samples must be a 1-D array, got shape {X.shape}")
+    X = _vector("samples", samples)
     if X.size == 0:
         raise ValueError("samples is empty")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"samples contains NaN or inf (first at index {int(np.flatnonzero(~np.isfinite(X))[0])})")
     return X
 
 

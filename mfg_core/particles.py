@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from . import validation
 from .backends import Backend
 from .errors import NonFiniteError
 from .kde import bandwidth_factor, check_bandwidth
@@ -117,22 +118,16 @@ class FPParticleSolver(KernelSolver):
                  backend: str | Backend | None = "numpy", bandwidth: str | float = "scott",
                  common_random_numbers: bool = True):
         check_problem(problem)
-        if isinstance(num_particles, bool) or not isinstance(num_particles, (int, np.integer)):
-            raise ValueError(f"num_particles must be an integer >= 1, got {num_particles!r}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        num_particles = validation.integer("num_particles", num_particles, 1)
+        seed = validation.integer("seed", seed, 0)
         bw = check_bandwidth(bandwidth)
         if isinstance(bw, str) and num_particles < 2:
             raise ValueError(f"bandwidth={bw!r} estimates the spread of the particles and needs "
                              f"num_particles >= 2, got {num_particles}; give a numeric bandwidth")
-        if not isinstance(common_random_numbers, (bool, np.bool_)):
-            raise ValueError(f"common_random_numbers must be True or False, got {common_random_numbers!r}")
-        self.num_particles = int(num_particles)
-        self.seed = int(seed)
+        self.num_particles = num_particles
+        self.seed = seed
         self.bandwidth = bw
-        self.common_random_numbers = bool(common_random_numbers)
+        self.common_random_numbers = validation.flag("common_random_numbers", common_random_numbers)
         self._rng = np.random.default_rng(self.seed)
         self.diagnostics: dict[str, Any] = {}
         super().__init__(problem, backend)

@@ -15,12 +15,12 @@ mass of a density ``m`` on the nodes is ``sum(weights * m)``: the quantity the F
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from . import validation as v
 from .grid import BOUNDARIES, Scheme, line
 
 ArrayFn = Callable[[np.ndarray], np.ndarray]
@@ -33,37 +33,6 @@ def _describe(fn: Any) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     module = getattr(fn, "__module__", None)
     return f"{module}.{name}" if module else name
-
-
-def _positive(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
-
-
-def _finite(name: str, value: Any) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
-
-
-def _int_at_least(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 class MFGProblem:
@@ -103,15 +72,15 @@ class MFGProblem:
         name: str = "custom",
         params: dict[str, Any] | None = None,
     ):
-        self.xmin = _finite("xmin", xmin)
-        self.xmax = _finite("xmax", xmax)
+        self.xmin = v.number("xmin", xmin)
+        self.xmax = v.number("xmax", xmax)
         if self.xmax <= self.xmin:
             raise ValueError(f"xmax must be > xmin, got xmin={xmin!r}, xmax={xmax!r}")
-        self.Nx = _int_at_least("Nx", Nx, 3)
-        self.T = _positive("T", T)
-        self.Nt = _int_at_least("Nt", Nt, 1)
-        self.sigma = _positive("sigma", sigma)
-        self.lam = _positive("lam", lam)
+        self.Nx = v.integer("Nx", Nx, 3, integral_floats=True)
+        self.T = v.positive("T", T)
+        self.Nt = v.integer("Nt", Nt, 1, integral_floats=True)
+        self.sigma = v.positive("sigma", sigma)
+        self.lam = v.positive("lam", lam)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         self.boundary = boundary

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,7 +39,6 @@ class ProblemSpec:
     params: dict[str, Any]
     build: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
     exact: Callable[["BenchmarkProblem"], ExactSolution] | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)
 
 
 class BenchmarkProblem(MFGProblem):
@@ -195,28 +194,28 @@ register(ProblemSpec(
           "closed form from a Riccati ODE (u quadratic, m Gaussian). Exact on R: compare away from walls.",
     grid=dict(xmin=-2.0, xmax=2.0, Nx=100, T=1.0, Nt=100, sigma=0.6, boundary="neumann", lam=1.0),
     params=dict(q=1.0, g_weight=0.5, x_target=0.5, m0_mean=-0.5, m0_std=0.25),
-    build=_lq_build, exact=_lq_exact, tags=("exact",),
+    build=_lq_build, exact=_lq_exact,
 ))
 register(ProblemSpec(
     "stationary_log", "Log coupling F(m) = log m with V chosen so that u = A cos(2 pi x), "
                       "m = exp(-u/(lam nu))/Z is an exact stationary pair (neumann and periodic).",
     grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=0.5, Nt=100, sigma=0.5, boundary="neumann", lam=1.0),
     params=dict(amplitude=0.05),
-    build=_stationary_build, exact=_stationary_exact, tags=("exact", "coupled"),
+    build=_stationary_build, exact=_stationary_exact,
 ))
 register(ProblemSpec(
     "congestion", "Quick start: quadratic Hamiltonian, congestion F(m) = kappa m on [0, 1], Neumann, "
                   "Gaussian bump at m0_mean, terminal cost g_weight (x - x_target)^2/2 moves the crowd.",
     grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=1.0, Nt=100, sigma=0.5, boundary="neumann", lam=1.0),
     params=dict(kappa=1.0, x_target=0.75, g_weight=4.0, m0_mean=0.25, m0_std=0.08),
-    build=_congestion_build, tags=("coupled",),
+    build=_congestion_build,
 ))
 register(ProblemSpec(
     "congestion_strong", "congestion with strong coupling (kappa = 5): the Picard map's dominant "
                          "eigenvalue is large and negative, so thetaUM = 0.5 damping does not converge.",
     grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=1.0, Nt=100, sigma=0.5, boundary="neumann", lam=1.0),
     params=dict(kappa=5.0, x_target=0.75, g_weight=4.0, m0_mean=0.25, m0_std=0.08),
-    build=_congestion_build, tags=("coupled", "strong"),
+    build=_congestion_build,
 ))
 register(ProblemSpec(
     "evacuation", "Crowd motion: a crowd starting at m0_mean leaves a room [0, 1] through exits at both "
@@ -224,17 +223,13 @@ register(ProblemSpec(
                   "congestion kappa m spreads the crowd over the two exits.",
     grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=1.0, Nt=100, sigma=0.4, boundary="neumann", lam=1.0),
     params=dict(kappa=0.5, exit_weight=1.0, stay_cost=0.0, m0_mean=0.45, m0_std=0.1),
-    build=_evacuation_build, tags=("coupled", "picture"),
+    build=_evacuation_build,
 ))
 
 
 def names() -> list[str]:
     """Names of the registered problems."""
     return list(SPECS)
-
-
-def describe(name: str) -> str:
-    return _spec(name).description
 
 
 def _spec(name: str) -> ProblemSpec:

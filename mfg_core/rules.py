@@ -29,20 +29,13 @@ from typing import Any
 import numpy as np
 
 from . import anderson as _aa
+from . import validation
 from .errors import ConvergenceError, DivergenceError
 from .fixed_point import Step
 
 
 def check_theta(thetaUM: Any) -> float:
-    if isinstance(thetaUM, bool):
-        raise ValueError(f"thetaUM must be a number in (0, 1], got {thetaUM!r}")
-    try:
-        theta = float(thetaUM)
-    except (TypeError, ValueError):
-        raise ValueError(f"thetaUM must be a number in (0, 1], got {thetaUM!r}") from None
-    if not (0.0 < theta <= 1.0):
-        raise ValueError(f"thetaUM must be in (0, 1], got {thetaUM!r}")
-    return theta
+    return validation.in_range("thetaUM", thetaUM, 0.0, 1.0)
 
 
 class UpdateRule:

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from . import validation
 from .backends import Backend, get_backend
 from .errors import ConvergenceError, NonFiniteError
 from .problem import MFGProblem
@@ -67,14 +68,8 @@ class HJBFDMSolver(KernelSolver):
 
     def __init__(self, problem: MFGProblem, backend: str | Backend | None = "numpy", *,
                  newton_tol: float = 1e-12, newton_maxiter: int = 50):
-        if isinstance(newton_tol, bool) or not isinstance(newton_tol, (int, float, np.floating)) \
-                or not (0 < newton_tol < np.inf):
-            raise ValueError(f"newton_tol must be a finite number > 0, got {newton_tol!r}")
-        if isinstance(newton_maxiter, bool) or not isinstance(newton_maxiter, (int, np.integer)) \
-                or newton_maxiter < 1:
-            raise ValueError(f"newton_maxiter must be an integer >= 1, got {newton_maxiter!r}")
-        self.newton_tol = float(newton_tol)
-        self.newton_maxiter = int(newton_maxiter)
+        self.newton_tol = validation.positive("newton_tol", newton_tol)
+        self.newton_maxiter = validation.integer("newton_maxiter", newton_maxiter, 1)
         super().__init__(problem, backend)
         self.newton_iterations = np.zeros(self.problem.Nt, dtype=np.int64)
 

@@ -8,29 +8,12 @@ C-contiguous arrays the solvers pass).
 
 from __future__ import annotations
 
-import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from ..grid import Grid, Scheme
-
-
-def positive(name: str, value: Any) -> float:
-    """``value`` as a float that is finite and > 0 (``ValueError`` naming ``name`` otherwise)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
-
-
-def integer(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
+from ..validation import flag, integer, positive
 
 
 def field(name: str, arr, shape: tuple[int, ...]) -> np.ndarray:
@@ -97,10 +80,8 @@ def particle_constants(scheme: Scheme, backend: str, *, bandwidth: float,
     """Validated constants of a 1D particle sweep."""
     require("particle sweep", scheme.grid, backend)
     (axis,) = scheme.grid.axes
-    if not isinstance(scale_by_std, (bool, np.bool_)):
-        raise ValueError(f"scale_by_std must be True or False, got {scale_by_std!r}")
     return ParticleConstants(axis.lo, axis.spacing, axis.size, axis.periodic, scheme.dt, scheme.lam,
-                             scheme.sigma, positive("bandwidth", bandwidth), bool(scale_by_std))
+                             scheme.sigma, positive("bandwidth", bandwidth), flag("scale_by_std", scale_by_std))
 
 
 class KDEConstants(NamedTuple):
