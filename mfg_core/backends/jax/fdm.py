@@ -1,51 +1,16 @@
 r"""jax finite-difference kernels: the scheme of :mod:`mfg_core.backends.numpy.fdm`, jit-compiled.
 
-Same equations, same discretisation, same stopping rules as the numpy reference (read its docstring
-for the derivation):
+The reference states and derives the equations; these kernels solve the same ones with the same
+stopping rules: HJB, backward implicit Euler with Engquist-Osher upwinding, each step's
+``R(u) = u - u^{n+1} + dt (-nu Lap_h u + H_h(u) - S^{n+1}) = 0`` solved by Newton with
+``J = I + dt A(u)``; FP, the discrete adjoint ``(I + dt A(u^n))^T mu^{n+1} = mu^n``, ``mu = w m``.
 
-    HJB step (implicit Euler, Engquist-Osher upwinding), solved by Newton from ``u = u^{n+1}``:
-        R(u)_i = u_i - u^{n+1}_i + dt * ( -nu (u_{i+1} - 2u_i + u_{i-1})/dx^2
-                  + ( min(D^+u_i, 0)^2 + max(D^-u_i, 0)^2 ) / (2 lam) - S^{n+1}_i ) = 0,
-        J = I + dt A(u) tridiagonal (an M-matrix), stop when max|R| <= newton_tol * max(1, max|u|)
-        or when the Newton update is at round-off (16 eps * that scale).
-    FP step (discrete adjoint): (I + dt A(u^n))^T mu^{n+1} = mu^n, mu = trapezoidal weights * m.
-
-How it runs: one ``jax.jit`` per sweep, ``lax.scan`` over time, Newton as a ``lax.while_loop``
-whose state carries the residual and bands of the current iterate (one solve + one residual per
-pass). Tridiagonal systems are solved by the Thomas algorithm written as two ``lax.scan`` over
-``x``, which XLA compiles to a tight loop. ``jax.lax.linalg.tridiagonal_solve`` exists and handles
-float64 on CPU (it lowers to LAPACK ``dgtsv``, the reference's routine), but ``gtsv``'s pivoting
-tests and two divisions per row make it slower: measured inside a jitted loop at N = 1601,
-28.5 us per solve against 20.6 us for the scan (16.5 us for numba's Thomas); over a Picard
-iteration at N = 1600 the switch took the jax kernels from about 2.9x to 2.2x the Thomas floor.
-Periodic systems use the reference's Sherman-Morrison split (one elimination, two right-hand
-sides).
-
-The Thomas scans with one right-hand side are unrolled 4 rows per pass (``_UNROLL``): measured in a
-jitted loop, 5.7 -> 4.1 us per solve at N = 401 and 18.6 -> 15.2 us at N = 1601 (unroll 5-6 is
-about the same, 8 and more is 10-30x slower, and any unroll of the two-column periodic scan was
-4x slower, so that one stays at 1). The elimination is latency-bound (a division in the
-recurrence of every row), so this only trims loop overhead: per sweep at N = 1600 (HJB + FP, one
-call each) 186 -> 156 ms; at N = 400 12.5-13.0 -> 11.7-12.3 ms, within the noise of a shared
-machine. At N = 400 a Newton step costs about 10 us, of which about 4 us is the solve and the rest
-the ~25 small XLA thunks of the residual, bands, reductions and loop control. Tried and dropped
-(measured, N = 400): residual, bands and Thomas' forward elimination fused into one ``lax.scan``
-over rows (two scans per Newton step in all) -- 12.8 ms per HJB sweep against 9 ms, since XLA's
-CPU scan bodies are scalar code with per-row slicing (and 230 ms with unroll 2); the three maxima of
-the tests in one stacked reduction -- no change; FP bands for all steps precomputed outside the
-time scan -- slower (4.1 against 3.6 ms at N = 400, 78 against 54 ms at N = 1600); Thomas' rhs-
-independent half (``m_i``, ``c'_i``) for all FP steps at once (one scan over ``x`` of ``(Nt,)``
-rows), leaving division-free recurrences per step -- slower (3.8 against 3.1 ms at N = 400, 99
-against 51 ms at N = 1600); a two-ended ("twisted") Thomas, two independent recurrences per scan
-step meeting in the middle -- 4.9-6.4 against 4.5-4.8 us per solve at N = 400/401 (13.9 against
-16.5 us at N = 1601 with unroll 2, 45-180 us with unroll 4). In ``benchmarks backends`` (load
-average ~1) this module went from 3.99x to 4.19x numpy at N = 400 (target 5x: not met; the
-Newton-step overhead above, not the solve, is what separates it from numba's 7.5x) and from 2.39x
-to 2.13x the Thomas floor at N = 1600.
-
-Only ``periodic`` is a static argument; every float (and ``newton_maxiter``) is traced, so changing
-``dt``, ``nu``... does not recompile, and jax's jit cache reuses the executable for every later
-call of the same shapes (``HJBFDMSolver.warmup()`` pays the compilation once).
+Decisions: one ``jax.jit`` per sweep, ``lax.scan`` over time, Newton a ``lax.while_loop`` whose
+state carries the residual and bands of the iterate (one solve + one residual per pass). Solves:
+Thomas as two ``lax.scan`` over ``x`` (one right-hand side unrolled ``_UNROLL`` rows; faster on CPU
+than ``lax.linalg.tridiagonal_solve``), periodic by the reference's Sherman-Morrison split. Only
+``periodic`` is static: other ``dt``, ``nu``, Newton settings reuse the executable. Numbers and what
+was tried and dropped: ``benchmarks/notes_numba_jax.md``.
 """
 
 from __future__ import annotations
@@ -64,7 +29,7 @@ from .. import checks
 jax.config.update("jax_enable_x64", True)
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: rows per pass of the Thomas scans with one right-hand side (see the module docstring)
+#: rows per pass of the Thomas scans with one right-hand side (benchmarks/notes_numba_jax.md)
 _UNROLL = 4
 
 
@@ -76,6 +41,7 @@ def _neighbours(u, periodic: bool):
     return right, left
 
 
+# jnp transcription of numpy.fdm.upwind (traced arrays: no in-place ghost fill, no np.roll)
 def _upwind(u, dx, lam, periodic: bool):
     right, left = _neighbours(u, periodic)
     a_plus = jnp.minimum(right - u, 0.0) / (dx * lam)
@@ -198,21 +164,35 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, *, periodic):
 
 
 
-def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
-    """Backward HJB sweep under ``jax.jit``; same contract as
-    :func:`mfg_core.backends.numpy.fdm.hjb_sweep` (numpy float64 in and out)."""
-    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
-        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
+def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
+    """The backward HJB sweep on ``scheme`` under ``jax.jit``: ``sweep(source, terminal) -> (U,
+    newton_its)`` (numpy float64 in and out); contract of
+    :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`."""
+    c = checks.fdm_constants(scheme, "jax", "HJB sweep", newton_tol, newton_maxiter)
     f64 = np.float64
-    U, its = _hjb_sweep(source, terminal, f64(dt), f64(dx), f64(nu), f64(lam), f64(newton_tol),
-                        np.int64(newton_maxiter), periodic=bool(periodic))
-    return np.asarray(U), np.asarray(its, dtype=np.int64)
+    consts = (f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam), f64(c.newton_tol), np.int64(c.newton_maxiter))
+    periodic = bool(c.periodic)
+
+    def sweep(source, terminal):
+        source = checks.field("source", source, c.shape)
+        terminal = checks.field("terminal", terminal, c.shape[1:])
+        U, its = _hjb_sweep(source, terminal, *consts, periodic=periodic)
+        return np.asarray(U), np.asarray(its, dtype=np.int64)
+
+    return sweep
 
 
-def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
-    """Forward FP sweep (adjoint scheme, mass variables) under ``jax.jit``; same contract as
-    :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
+def make_fp_sweep(scheme):
+    """The forward FP sweep on ``scheme`` under ``jax.jit``: ``sweep(U, mu0) -> mu``; contract of
+    :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`."""
+    c = checks.fdm_constants(scheme, "jax", "FP sweep")
     f64 = np.float64
-    mu = _fp_sweep(U, mu0, f64(dt), f64(dx), f64(nu), f64(lam), periodic=bool(periodic))
-    return np.asarray(mu)
+    consts = (f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam))
+    periodic = bool(c.periodic)
+
+    def sweep(U, mu0):
+        U = checks.field("U", U, c.shape)
+        mu0 = checks.field("mu0", mu0, c.shape[1:])
+        return np.asarray(_fp_sweep(U, mu0, *consts, periodic=periodic))
+
+    return sweep

@@ -1,10 +1,12 @@
 r"""jax particle kernels: one ``jax.jit`` per sweep, ``lax.scan`` over the time steps, ``jnp.fft``.
 
-Same numerics as the reference :mod:`mfg_core.backends.numpy.particles` (read its docstring): the
-Euler-Maruyama step, the fold into the domain, linear binning (a scatter-add), the periodic Gaussian
-kernel (both of its representations have static shapes; ``lax.cond`` picks one at run time, so the
-bandwidth may change from step to step without recompiling) and the FFT convolution. Compiled once
-per (number of particles, steps, nodes, boundary, bandwidth mode); the scalars are traced.
+Same numerics as the reference :mod:`mfg_core.backends.numpy.particles`, which states them: the step
+``X <- X - (dt/lam) I[u_x](X) + sigma sqrt(dt) Z``, the reflection (Neumann) or wrap (periodic) into
+the domain, linear binning (here a scatter-add) and the FFT convolution with the periodised Gaussian
+of :mod:`mfg_core.backends.kde_rules`. Decisions: the whole sweep is one jitted ``lax.scan``, so the
+bandwidth rule runs traced (``jnp`` forms of the host rules); both representations of the periodised
+Gaussian have static shapes and ``lax.cond`` picks one, so a bandwidth that changes from step to step
+does not recompile. Compiled once per (particles, steps, nodes, boundary, bandwidth mode).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-jax.config.update("jax_enable_x64", True)  # also set by the package __init__; kernels are float64
+from .. import checks
+from ..binned_kde import density_from_counts
+from ..kde_rules import FOURIER_MODES, IMAGE_LIMIT, IMAGES, period
 
-IMAGE_LIMIT = 1.0 / 19.0
-FOURIER_MODES = 117
+jax.config.update("jax_enable_x64", True)  # also set by the package __init__; kernels are float64
 
 
 def _periodic_gaussian(P: int, dx, h):
@@ -30,7 +33,7 @@ def _periodic_gaussian(P: int, dx, h):
     def images(h):
         d = j * dx
         g = jnp.zeros(P)
-        for m in (-2, -1, 0, 1, 2):
+        for m in IMAGES:
             z = (d + m * Lp) / h
             g = g + jnp.exp(-0.5 * z * z)
         return g / (h * math.sqrt(2.0 * math.pi))
@@ -44,6 +47,7 @@ def _periodic_gaussian(P: int, dx, h):
     return lax.cond(h <= IMAGE_LIMIT * Lp, images, fourier, h)
 
 
+# jnp transcription of numpy.particles._cells (traced arrays cannot go through numpy)
 def _cell(X, xmin, dx, K: int, periodic: bool):
     s = (X - xmin) / dx
     j = jnp.floor(s)
@@ -58,6 +62,8 @@ def _cell(X, xmin, dx, K: int, periodic: bool):
 
 
 def _spread(X, periodic: bool, Lp):
+    """``spread`` of the reference; the periodic branch is ``kde_rules.circular_spread`` without
+    Python branches (``R`` is traced)."""
     if not periodic:
         return jnp.std(X, ddof=1)
     theta = (2.0 * math.pi / Lp) * X
@@ -70,30 +76,17 @@ def _spread(X, periodic: bool, Lp):
 def _density(X, xmin, dx, h, K: int, periodic: bool):
     j, jp, f = _cell(X, xmin, dx, K, periodic)
     counts = jnp.zeros(K).at[j].add(1.0 - f).at[jp].add(f)
-    if periodic:
-        e = counts
-    else:
-        e = jnp.concatenate([counts, counts[-2:0:-1]])
-        e = e.at[0].multiply(2.0).at[K - 1].multiply(2.0)
-    P = e.shape[0]
-    g = _periodic_gaussian(P, dx, h)
-    dens = jnp.fft.irfft(jnp.fft.rfft(e) * jnp.fft.rfft(g), n=P)[:K]
-    dens = jnp.maximum(dens, 0.0)
-    mass = dx * dens.sum()
-    if not periodic:
-        mass = mass - 0.5 * dx * (dens[0] + dens[-1])
-    return dens / mass
+    return density_from_counts(counts, dx, h, periodic, _periodic_gaussian, xp=jnp)
 
 
 def _bandwidth(X, bandwidth, scale_by_std: bool, periodic: bool, K: int, dx):
     if not scale_by_std:
         return bandwidth
-    Lp = (K if periodic else 2 * (K - 1)) * dx
-    return bandwidth * _spread(X, periodic, Lp)
+    return bandwidth * _spread(X, periodic, period(K, dx, periodic))
 
 
+# jnp transcription of numpy.particles.fold (jnp.mod is numpy's floor-mod: the same positions)
 def _fold(X, xmin, dx, K: int, periodic: bool):
-    # jnp.mod is numpy's floor-mod (exact remainder, negatives shifted by one period)
     if periodic:
         L = K * dx
         y = X - xmin
@@ -130,17 +123,31 @@ def _sweep(X0, noise, grad_u, xmin, dx, c_drift, c_noise, bandwidth, *, scale_by
     return X, M, crossed, hs
 
 
-def kde_on_grid(samples, *, xmin, dx, num_nodes, bandwidth, scale_by_std, periodic):
-    """Binned FFT KDE; see :func:`mfg_core.backends.numpy.particles.kde_on_grid`."""
-    out = _kde(jnp.asarray(samples, dtype=jnp.float64), float(xmin), float(dx), float(bandwidth),
-               num_nodes=int(num_nodes), scale_by_std=bool(scale_by_std), periodic=bool(periodic))
-    return np.asarray(out)
+def make_kde(grid):
+    """Binned FFT KDE on ``grid`` under ``jax.jit``; contract of
+    :func:`mfg_core.backends.numpy.particles.make_kde`."""
+    c = checks.kde_constants(grid, "jax")
+    xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
+
+    def kde(samples, bandwidth, scale_by_std):
+        out = _kde(jnp.asarray(samples, dtype=jnp.float64), xmin, dx, float(bandwidth), num_nodes=K,
+                   scale_by_std=bool(scale_by_std), periodic=periodic)
+        return np.asarray(out)
+
+    return kde
 
 
-def particle_sweep(X0, noise, grad_u, *, xmin, dx, dt, lam, sigma, bandwidth, scale_by_std, periodic):
-    """Euler-Maruyama sweep; see :func:`mfg_core.backends.numpy.particles.particle_sweep`."""
-    X, M, crossed, hs = _sweep(
-        jnp.asarray(X0, dtype=jnp.float64), jnp.asarray(noise, dtype=jnp.float64),
-        jnp.asarray(grad_u, dtype=jnp.float64), float(xmin), float(dx), -dt / lam,
-        sigma * math.sqrt(dt), float(bandwidth), scale_by_std=bool(scale_by_std), periodic=bool(periodic))
-    return np.asarray(X), np.asarray(M), np.asarray(crossed, dtype=np.int64), np.asarray(hs)
+def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
+    """Euler-Maruyama particle sweep on ``scheme``, one jitted ``lax.scan``: ``sweep(X0, noise,
+    grad_u) -> (X, M, crossed, h)``; contract of
+    :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
+    c = checks.particle_constants(scheme, "jax", bandwidth=bandwidth, scale_by_std=scale_by_std)
+    consts = (float(c.xmin), float(c.dx), -c.dt / c.lam, c.sigma * math.sqrt(c.dt), float(c.bandwidth))
+    static = dict(scale_by_std=bool(c.scale_by_std), periodic=bool(c.periodic))
+
+    def sweep(X0, noise, grad_u):
+        X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
+        X, M, crossed, hs = _sweep(X0, noise, grad_u, *consts, **static)
+        return np.asarray(X), np.asarray(M), np.asarray(crossed, dtype=np.int64), np.asarray(hs)
+
+    return sweep

@@ -1,24 +1,17 @@
 r"""numba finite-difference kernels: the scheme of :mod:`mfg_core.backends.numpy.fdm`, compiled.
 
-Same equations, same discretisation, same stopping rules as the numpy reference (read its docstring
-for the derivation):
+The reference states and derives the equations; this module solves the same ones with the same
+stopping rules. HJB: backward implicit Euler,
+``R(u) = u - u^{n+1} + dt (-nu Lap_h u + H_h(u) - S^{n+1}) = 0`` by Newton from ``u^{n+1}`` with the
+tridiagonal M-matrix ``J = I + dt A(u)``. FP: the discrete adjoint
+``(I + dt A(u^n))^T mu^{n+1} = mu^n`` in mass variables ``mu = w m``.
 
-    HJB step (implicit Euler, Engquist-Osher upwinding), solved by Newton from ``u = u^{n+1}``:
-        R(u)_i = u_i - u^{n+1}_i + dt * ( -nu (u_{i+1} - 2u_i + u_{i-1})/dx^2
-                  + ( min(D^+u_i, 0)^2 + max(D^-u_i, 0)^2 ) / (2 lam) - S^{n+1}_i ) = 0,
-        J = I + dt A(u) tridiagonal (an M-matrix), stop when max|R| <= newton_tol * max(1, max|u|)
-        or when the Newton update is at round-off (16 eps * that scale).
-    FP step (discrete adjoint): (I + dt A(u^n))^T mu^{n+1} = mu^n, mu = trapezoidal weights * m.
-
-What differs is only how it runs: the whole backward sweep (time loop, Newton loop, residual,
-Jacobian bands and the tridiagonal solve) is one ``@njit(cache=True)`` function. Each Newton step
-makes one fused pass over ``x`` computing the residual, ``max|R|``, ``max|u|`` and the three bands
-(multiplying by precomputed reciprocals of ``dx``, ``dx^2``, ``dx lam``: within an ulp of the
-reference), then one Thomas solve. The Thomas elimination is written in LAPACK ``gtsv``'s form (multiplier
-``l_{i+1} / d_i``, un-normalised upper band; ``gtsv`` never pivots on these strictly diagonally
-dominant matrices), with each pivot inverted once so that the critical path holds one division per
-node; it agrees with the reference to a few ulps. Periodic systems use the reference's
-Sherman-Morrison split (one elimination, two right-hand sides).
+Decisions: one ``@njit(cache=True)`` function per sweep (time loop, Newton loop, residual, bands,
+solve), so no Python runs per step. A Newton step is one fused pass over ``x`` (residual, maxima,
+bands; reciprocals of ``dx``, ``dx^2``, ``dx lam`` precomputed: within an ulp of the reference) and
+one Thomas solve in ``gtsv``'s elimination order, each pivot inverted once (one division per row on
+the critical path); periodic: the reference's Sherman-Morrison split. Measurements:
+``benchmarks/notes_numba_jax.md``.
 """
 
 from __future__ import annotations
@@ -92,8 +85,9 @@ def _bands(u, dx, lam, nu, dt, periodic, unext, source, res, lower, diag, upper)
 
 
 @njit(cache=True)
-def _thomas(lower, diag, upper, rhs, inv, out):
-    """Solve the plain tridiagonal system (``lower[0]``, ``upper[-1]`` ignored) into ``out``.
+def _thomas(lower, diag, upper, rhs, inv, out, e0, elast, z, two):
+    """Solve the plain tridiagonal system (``lower[0]``, ``upper[-1]`` ignored) into ``out``; if
+    ``two``, also for the right-hand side ``e0 e_0 + elast e_{n-1}`` into ``z`` in the same pass.
 
     Gaussian elimination without pivoting in ``gtsv``'s form (multiplier ``l_{i+1} / d_i``,
     un-normalised upper band); ``gtsv`` never pivots on these diagonally dominant matrices. The
@@ -102,38 +96,22 @@ def _thomas(lower, diag, upper, rhs, inv, out):
     n = diag.shape[0]
     d = diag[0]
     out[0] = rhs[0]
-    for i in range(n - 1):
-        r = 1.0 / d
-        inv[i] = r
-        fact = lower[i + 1] * r
-        d = diag[i + 1] - fact * upper[i]
-        out[i + 1] = rhs[i + 1] - fact * out[i]
-    inv[n - 1] = 1.0 / d
-    out[n - 1] = out[n - 1] * inv[n - 1]
-    for i in range(n - 2, -1, -1):
-        out[i] = (out[i] - upper[i] * out[i + 1]) * inv[i]
-
-
-@njit(cache=True)
-def _thomas2(lower, diag, upper, rhs, e0, elast, inv, y, z):
-    """``_thomas`` for two right-hand sides at once: ``rhs`` and ``e0 * e_0 + elast * e_{n-1}``."""
-    n = diag.shape[0]
-    d = diag[0]
-    y[0] = rhs[0]
     z[0] = e0
     for i in range(n - 1):
         r = 1.0 / d
         inv[i] = r
         fact = lower[i + 1] * r
         d = diag[i + 1] - fact * upper[i]
-        y[i + 1] = rhs[i + 1] - fact * y[i]
-        z[i + 1] = (elast if i + 1 == n - 1 else 0.0) - fact * z[i]
+        out[i + 1] = rhs[i + 1] - fact * out[i]
+        if two:
+            z[i + 1] = (elast if i + 1 == n - 1 else 0.0) - fact * z[i]
     inv[n - 1] = 1.0 / d
-    y[n - 1] = y[n - 1] * inv[n - 1]
+    out[n - 1] = out[n - 1] * inv[n - 1]
     z[n - 1] = z[n - 1] * inv[n - 1]
     for i in range(n - 2, -1, -1):
-        y[i] = (y[i] - upper[i] * y[i + 1]) * inv[i]
-        z[i] = (z[i] - upper[i] * z[i + 1]) * inv[i]
+        out[i] = (out[i] - upper[i] * out[i + 1]) * inv[i]
+        if two:
+            z[i] = (z[i] - upper[i] * z[i + 1]) * inv[i]
 
 
 @njit(cache=True)
@@ -141,7 +119,7 @@ def _solve(lower, diag, upper, rhs, periodic, d_mod, inv, y, z, out):
     """Solve ``J x = rhs`` (cyclic if ``periodic``) into ``out``; the other arrays are scratch."""
     n = diag.shape[0]
     if not periodic:
-        _thomas(lower, diag, upper, rhs, inv, out)
+        _thomas(lower, diag, upper, rhs, inv, out, 0.0, 0.0, z, False)
         return
     # Sherman-Morrison as the reference: A = B + u v^T, u = (gamma, 0.., alpha),
     # v = (1, 0.., beta/gamma), gamma = -diag[0].
@@ -151,7 +129,7 @@ def _solve(lower, diag, upper, rhs, periodic, d_mod, inv, y, z, out):
     d_mod[:] = diag
     d_mod[0] -= gamma
     d_mod[n - 1] -= alpha * beta / gamma
-    _thomas2(lower, d_mod, upper, rhs, gamma, alpha, inv, y, z)
+    _thomas(lower, d_mod, upper, rhs, inv, y, gamma, alpha, z, True)
     factor = (y[0] + beta * y[n - 1] / gamma) / (1.0 + z[0] + beta * z[n - 1] / gamma)
     for i in range(n):
         out[i] = y[i] - factor * z[i]
@@ -232,20 +210,30 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, periodic):
 
 
 
-def hjb_sweep(source, terminal, *, dt, dx, nu, lam, periodic, newton_tol=1e-12, newton_maxiter=50):
-    """Backward HJB sweep, compiled; same contract as :func:`mfg_core.backends.numpy.fdm.hjb_sweep`.
+def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
+    """The backward HJB sweep on ``scheme``, compiled: ``sweep(source, terminal) -> (U, newton_its)``;
+    contract of :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`."""
+    c = checks.fdm_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
+    consts = (float(c.dt), float(c.dx), float(c.nu), float(c.lam), bool(c.periodic), float(c.newton_tol),
+              int(c.newton_maxiter), float(_ROUNDOFF))
 
-    ``source`` has shape ``(Nt+1, N)``; returns ``(U, newton_its)`` (``newton_its[n] < 0`` where the
-    Newton tolerance was not reached).
-    """
-    source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter = checks.hjb_args(
-        source, terminal, dt, dx, nu, lam, newton_tol, newton_maxiter)
-    return _hjb_sweep(source, terminal, float(dt), float(dx), float(nu), float(lam), bool(periodic),
-                      float(newton_tol), int(newton_maxiter), _ROUNDOFF)
+    def sweep(source, terminal):
+        source = checks.field("source", source, c.shape)
+        terminal = checks.field("terminal", terminal, c.shape[1:])
+        return _hjb_sweep(source, terminal, *consts)
+
+    return sweep
 
 
-def fp_sweep(U, mu0, *, dt, dx, nu, lam, periodic):
-    """Forward FP sweep (adjoint scheme, mass variables), compiled; same contract as
-    :func:`mfg_core.backends.numpy.fdm.fp_sweep`."""
-    U, mu0, dt, dx, nu, lam = checks.fp_args(U, mu0, dt, dx, nu, lam)
-    return _fp_sweep(U, mu0, float(dt), float(dx), float(nu), float(lam), bool(periodic))
+def make_fp_sweep(scheme):
+    """The forward FP sweep on ``scheme``, compiled: ``sweep(U, mu0) -> mu``; contract of
+    :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`."""
+    c = checks.fdm_constants(scheme, "numba", "FP sweep")
+    consts = (float(c.dt), float(c.dx), float(c.nu), float(c.lam), bool(c.periodic))
+
+    def sweep(U, mu0):
+        U = checks.field("U", U, c.shape)
+        mu0 = checks.field("mu0", mu0, c.shape[1:])
+        return _fp_sweep(U, mu0, *consts)
+
+    return sweep

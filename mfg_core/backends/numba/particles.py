@@ -1,10 +1,12 @@
-r"""numba particle kernels: ``@njit`` loops for the Euler-Maruyama step, the reflection and the binning.
+r"""numba particle kernels: ``@njit`` loops for the Euler-Maruyama step, the fold and the binning.
 
-Same numerics as the reference :mod:`mfg_core.backends.numpy.particles` (read its docstring). The
-particle work -- interpolating the drift, stepping, folding into the domain, linear binning and the
-bandwidth spread -- is one fused ``O(N)`` pass per step in compiled loops. The convolution uses
-numpy's FFT (``pocketfft``) on the binned ``O(M)`` array, called between the compiled passes: numba
-has no FFT of its own, and this part is ``O(M log M)``, small next to the ``O(N)`` particle work.
+Same numerics as the reference :mod:`mfg_core.backends.numpy.particles`, which states them: the step
+``X <- X - (dt/lam) I[u_x](X) + sigma sqrt(dt) Z``, the reflection (Neumann) or wrap (periodic) into
+the domain, linear binning and the FFT convolution with the periodised Gaussian of
+:mod:`mfg_core.backends.kde_rules`. Decisions: the ``O(N)`` particle work (interpolate, step, fold,
+bin, spread sums) is fused into compiled loops, one pass each per step; the ``O(M log M)`` convolution
+and the host-side rules (bandwidth, circular spread) stay in numpy between them, since numba has no
+FFT and that part is small next to the particles.
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import math
 import numpy as np
 from numba import njit
 
+from .. import checks
 from ..binned_kde import density_from_counts
-
-IMAGE_LIMIT = 1.0 / 19.0
-FOURIER_MODES = 117
+from ..kde_rules import FOURIER_MODES, IMAGE_LIMIT, IMAGES, circular_spread, period
 
 
 @njit(cache=True)
@@ -29,17 +30,20 @@ def _periodic_gaussian(P, dx, h):
         for j in range(P):
             d = j * dx
             acc = 0.0
-            for m in (-2, -1, 0, 1, 2):
+            for m in IMAGES:
                 z = (d + m * Lp) / h
                 acc += math.exp(-0.5 * z * z)
             g[j] = acc * norm
         return g
     a = 2.0 * math.pi**2 * (h / Lp) ** 2
+    coef = np.empty(FOURIER_MODES + 1)
+    for k in range(1, FOURIER_MODES + 1):
+        coef[k] = math.exp(-a * float(k * k))
     w = 2.0 * math.pi / P
     for j in range(P):
         acc = 0.0
         for k in range(1, FOURIER_MODES + 1):
-            acc += math.exp(-a * float(k * k)) * math.cos(w * float((k * j) % P))
+            acc += coef[k] * math.cos(w * float((k * j) % P))
         g[j] = (1.0 + 2.0 * acc) / Lp
     return g
 
@@ -63,28 +67,31 @@ def _cell(x, xmin, dx, K, periodic):
 
 
 @njit(cache=True)
-def _spread(X, periodic, Lp):
+def _std(X):
+    """Sample standard deviation (``ddof=1``), two passes as ``np.std``."""
     n = X.shape[0]
-    if not periodic:
-        mean = 0.0
-        for i in range(n):
-            mean += X[i]
-        mean /= n
-        ss = 0.0
-        for i in range(n):
-            d = X[i] - mean
-            ss += d * d
-        return math.sqrt(ss / (n - 1))
+    mean = 0.0
+    for i in range(n):
+        mean += X[i]
+    mean /= n
+    ss = 0.0
+    for i in range(n):
+        d = X[i] - mean
+        ss += d * d
+    return math.sqrt(ss / (n - 1))
+
+
+@njit(cache=True)
+def _resultant(X, Lp):
+    """Mean resultant length ``|mean(exp(2 pi i X / Lp))|`` (the host finishes the circular spread)."""
+    n = X.shape[0]
     c = 0.0
     s = 0.0
     w = 2.0 * math.pi / Lp
     for i in range(n):
         c += math.cos(w * X[i])
         s += math.sin(w * X[i])
-    R = math.hypot(c / n, s / n)
-    if R <= 0.0:
-        return Lp
-    return min(Lp / (2.0 * math.pi) * math.sqrt(max(-2.0 * math.log(R), 0.0)), Lp)
+    return math.hypot(c / n, s / n)
 
 
 @njit(cache=True)
@@ -132,38 +139,50 @@ def _step(X, Z, grad, xmin, dx, K, c_drift, c_noise, periodic):
     return crossed
 
 
-def _density(counts, dx, h, periodic):
-    return density_from_counts(counts, dx, h, periodic, _periodic_gaussian)
-
-
-def _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx):
+def _bandwidth(X, bandwidth, scale_by_std, periodic, Lp):
     if not scale_by_std:
         return float(bandwidth)
-    Lp = (K if periodic else 2 * (K - 1)) * dx
-    return float(bandwidth) * _spread(X, periodic, Lp)
+    spread = circular_spread(_resultant(X, Lp), Lp) if periodic else _std(X)
+    return float(bandwidth) * spread
 
 
-def kde_on_grid(samples, *, xmin, dx, num_nodes, bandwidth, scale_by_std, periodic):
-    """Binned FFT KDE; see :func:`mfg_core.backends.numpy.particles.kde_on_grid`."""
-    X = np.ascontiguousarray(samples, dtype=np.float64)
-    h = _bandwidth(X, bandwidth, scale_by_std, bool(periodic), num_nodes, dx)
-    return _density(_bin(X, float(xmin), float(dx), int(num_nodes), bool(periodic)), dx, h, periodic)
+def make_kde(grid):
+    """Binned FFT KDE on ``grid``, compiled binning; contract of
+    :func:`mfg_core.backends.numpy.particles.make_kde`."""
+    c = checks.kde_constants(grid, "numba")
+    xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
+    Lp = period(K, dx, periodic)
+
+    def kde(samples, bandwidth, scale_by_std):
+        X = np.ascontiguousarray(samples, dtype=np.float64)
+        h = _bandwidth(X, bandwidth, scale_by_std, periodic, Lp)
+        return density_from_counts(_bin(X, xmin, dx, K, periodic), dx, h, periodic, _periodic_gaussian)
+
+    return kde
 
 
-def particle_sweep(X0, noise, grad_u, *, xmin, dx, dt, lam, sigma, bandwidth, scale_by_std, periodic):
-    """Euler-Maruyama sweep; see :func:`mfg_core.backends.numpy.particles.particle_sweep`."""
-    X = np.array(X0, dtype=np.float64)
-    noise = np.ascontiguousarray(noise, dtype=np.float64)
-    grad_u = np.ascontiguousarray(grad_u, dtype=np.float64)
-    S, K = grad_u.shape
-    periodic = bool(periodic)
-    c_drift = -dt / lam
-    c_noise = sigma * math.sqrt(dt)
-    M = np.empty((S, K))
-    crossed = np.zeros(S, dtype=np.int64)
-    hs = np.empty(S)
-    for n in range(S):
-        crossed[n] = _step(X, noise[n], grad_u[n], float(xmin), float(dx), K, c_drift, c_noise, periodic)
-        hs[n] = _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx)
-        M[n] = _density(_bin(X, float(xmin), float(dx), K, periodic), dx, hs[n], periodic)
-    return X, M, crossed, hs
+def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
+    """Euler-Maruyama particle sweep on ``scheme`` in compiled loops: ``sweep(X0, noise, grad_u) ->
+    (X, M, crossed, h)``; contract of :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
+    c = checks.particle_constants(scheme, "numba", bandwidth=bandwidth, scale_by_std=scale_by_std)
+    xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
+    Lp = period(K, dx, periodic)
+    c_drift = -c.dt / c.lam
+    c_noise = c.sigma * math.sqrt(c.dt)
+    factor, scale_by_std = c.bandwidth, c.scale_by_std
+
+    def sweep(X0, noise, grad_u):
+        X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
+        X = X0.copy()  # _step moves the particles in place
+        S = noise.shape[0]
+        M = np.empty((S, K))
+        crossed = np.zeros(S, dtype=np.int64)
+        hs = np.empty(S)
+        for n in range(S):
+            crossed[n] = _step(X, noise[n], grad_u[n], xmin, dx, K, c_drift, c_noise, periodic)
+            hs[n] = _bandwidth(X, factor, scale_by_std, periodic, Lp)
+            counts = _bin(X, xmin, dx, K, periodic)
+            M[n] = density_from_counts(counts, dx, hs[n], periodic, _periodic_gaussian)
+        return X, M, crossed, hs
+
+    return sweep
