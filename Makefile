@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: any other spec pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[all]"
+	# study files given to snakemake --configfile are read strictly (file, line and key in errors)
+	$(BIN)/python -c "import mfg_study.snakemake_hook as h; print('wrote', h.install())"
 	touch $(STAMP)
 
 study: $(STAMP)

@@ -2,7 +2,12 @@
 
 
 class ConvergenceError(RuntimeError):
-    """An inner solve (Newton) failed to converge, or an iterate became non-finite."""
+    """An inner solve (Newton) failed to converge, or an iterate became non-finite.
+
+    Inside a fixed-point iteration the loop sets ``iteration`` (and adds it as a note).
+    """
+
+    iteration: int | None = None
 
 
 class NonFiniteError(ConvergenceError):
@@ -14,4 +19,9 @@ class NonFiniteError(ConvergenceError):
 
 
 class DivergenceError(ConvergenceError):
-    """The fixed-point iterate became NaN or inf."""
+    """The fixed-point iterate became NaN or inf; ``iteration`` says at which iteration."""
+
+    def __init__(self, message: str, iteration: int | None = None):
+        super().__init__(message)
+        if iteration is not None:
+            self.iteration = iteration

@@ -135,9 +135,10 @@ class FixedPointLoop:
         try:
             return solve(X)
         except NonFiniteError as exc:
-            raise DivergenceError(f"non-finite iterate at iteration {k}: {exc}") from exc
+            raise DivergenceError(f"non-finite iterate at iteration {k}: {exc}", k) from exc
         except (ValueError, ConvergenceError) as exc:
             exc.add_note(f"(in the Picard map at fixed-point iteration {k})")
+            exc.iteration = k
             raise
 
     def hjb(self, k: int, M: np.ndarray) -> np.ndarray:
@@ -228,7 +229,7 @@ class FixedPointLoop:
             else:
                 change_U, change_M = step.change
             if not (math.isfinite(change_U) and math.isfinite(change_M)):
-                raise DivergenceError(f"the fixed-point iterate became NaN or inf at iteration {k}")
+                raise DivergenceError(f"the fixed-point iterate became NaN or inf at iteration {k}", k)
             U, M = step.U, step.M
             res_U, res_M = step.residual
             mass_error = float(np.max(np.abs(p.grid.mass(M) - 1.0)))

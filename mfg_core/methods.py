@@ -16,7 +16,7 @@ call.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,8 @@ class Method:
     backends: tuple[str, ...] | None = None  # None: every registered backend
     dims: tuple[int, ...] = (1,)
     fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
+    #: extra float64 space-time fields the method holds, from its resolved options (memory estimate)
+    extra_fields: Callable[[Mapping[str, Any]], int] | None = None
 
     def load(self):
         """The class (or factory) this method is built with."""
@@ -103,11 +105,30 @@ def resolve_options(fp: str, coupling: str, options: Mapping[str, Any]) -> dict[
     return out
 
 
+def memory_estimate(problem, fp: str, coupling: str, options: Mapping[str, Any]) -> int:
+    """Bytes a solve of ``problem`` with these methods and options needs (an estimate from the grid,
+    the particle count and the coupling method's history; see :func:`mfg_core.problem.memory_estimate`)."""
+    from .problem import memory_estimate as grid_estimate
+
+    resolved = resolve_options(fp, coupling, options)
+    method = get("coupling", coupling)
+    extra = method.extra_fields(resolved["coupling"]) if method.extra_fields else 0
+    nodes = problem.grid.size
+    base = grid_estimate(nodes, problem.Nt, int(resolved["fp"].get("num_particles", 0)))
+    return base + extra * (problem.Nt + 1) * nodes * 8
+
+
 # ---------------------------------------------------------------------------------------------
 # the built-in methods
 _ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
                          beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
                          restart_on_reject=False, positivity=True)
+
+def _anderson_fields(options: Mapping[str, Any]) -> int:
+    # depth + 1 pairs (x, G(x) - x) of the state, which holds both fields unless one is accelerated
+    per_state = 2 if options["accelerate"] == "both" else 1
+    return 2 * (options["anderson_depth"] + 1) * per_state
+
 
 register(Method("hjb", "fdm", "mfg_core.solvers:HJBFDMSolver",
                 "Implicit Euler, Engquist-Osher upwinding, Newton with the exact Jacobian per step.",
@@ -125,8 +146,9 @@ register(Method("coupling", "damping_gs", "mfg_core.rules:DampingGS",
                 options=dict(thetaUM=0.5)))
 register(Method("coupling", "anderson", "mfg_core.rules:Anderson",
                 "Type-II Anderson acceleration with safeguards (residual check, positivity).",
-                options=_ANDERSON_OPTIONS, fp_defaults={"common_random_numbers": True}))
+                options=_ANDERSON_OPTIONS, fp_defaults={"common_random_numbers": True},
+                extra_fields=_anderson_fields))
 register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 "Type-II Anderson with every safeguard off, as the seed library ran it.",
                 options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False},
-                fp_defaults={"common_random_numbers": False}))
+                fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields))

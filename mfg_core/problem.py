@@ -15,6 +15,7 @@ mass of a density ``m`` on the nodes is ``sum(weights * m)``: the quantity the F
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,49 @@ def _describe(fn: Any) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     module = getattr(fn, "__module__", None)
     return f"{module}.{name}" if module else name
+
+
+def _real_array(label: str, out: Any) -> np.ndarray:
+    """A callable's output as float64, refusing what would be silently cut (complex, objects)."""
+    arr = np.asarray(out)
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{label} returned complex values (dtype {arr.dtype}); it must return real numbers")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{label} must return numbers, got an array of dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+#: float64 space-time fields a solve holds at once (U, M, their images and next iterates, the source,
+#: kernel work arrays): the factor of ``memory_estimate``
+FIELDS_PER_SOLVE = 12
+
+
+def memory_estimate(nodes: int, Nt: int, num_particles: int = 0) -> int:
+    """Bytes a fixed-point solve needs on a grid of ``nodes`` space nodes and ``Nt`` time steps:
+    ``FIELDS_PER_SOLVE`` float64 fields of shape ``(Nt + 1, nodes)``, plus for particles their
+    positions and one chunk of increments (``CHUNK_NUMBERS`` numbers)."""
+    fields = FIELDS_PER_SOLVE * (Nt + 1) * nodes * 8
+    particles = 0
+    if num_particles:
+        particles = 4 * num_particles * 8 + min(num_particles * Nt, max(2**23, num_particles)) * 8
+    return int(fields + particles)
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_size(Nx: int, Nt: int, nodes: int) -> None:
+    need = memory_estimate(nodes, Nt)
+    have = physical_memory()
+    if have is not None and need > have:
+        raise ValueError(f"Nx={Nx}, Nt={Nt} is too large for this machine: a solve on {nodes} nodes x "
+                         f"{Nt + 1} times needs about {need / 2**30:.1f} GiB (it has {have / 2**30:.1f} GiB); "
+                         "reduce Nx or Nt")
 
 
 class MFGProblem:
@@ -83,6 +127,7 @@ class MFGProblem:
         self.lam = v.positive("lam", lam)
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+        _check_size(self.Nx, self.Nt, self.Nx + 1)
         self.boundary = boundary
         self.name = str(name)
         self.params = dict(params or {})
@@ -150,7 +195,7 @@ class MFGProblem:
             out = fn(self.x.copy())
         except Exception as exc:  # noqa: BLE001 - re-raised with the parameter named
             raise ValueError(f"{label} failed when evaluated on the grid: {exc!r}") from exc
-        out = np.asarray(out, dtype=np.float64)
+        out = _real_array(label, out)
         if out.ndim == 0:
             out = np.full_like(self.x, float(out))
         if out.shape != self.x.shape:
@@ -167,9 +212,10 @@ class MFGProblem:
             if fn is None:
                 continue
             try:
-                out = np.asarray(fn(probe.copy()), dtype=np.float64)
+                out = fn(probe.copy())
             except Exception as exc:  # noqa: BLE001
                 raise ValueError(f"{label} failed when evaluated on a density: {exc!r}") from exc
+            out = _real_array(label, out)
             if out.shape != probe.shape:
                 raise ValueError(f"{label} must map an array of shape {probe.shape} to the same shape, "
                                  f"got {out.shape}")

@@ -193,7 +193,7 @@ class Anderson(UpdateRule):
                                                 opts.beta, weights=W)
             r = self._mixer.norm(g - x)
             if not math.isfinite(r):
-                raise DivergenceError(f"the Picard map returned NaN or inf at iteration {k}")
+                raise DivergenceError(f"the Picard map returned NaN or inf at iteration {k}", k)
             residual = (loop.norms.relative_change(U_star, U), loop.norms.relative_change(M_star, M))
         else:
             g, r, residual = None, math.inf, (math.nan, math.nan)

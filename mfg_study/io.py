@@ -16,15 +16,14 @@ workflow scripts and the report use to turn results into files that survive inte
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import importlib
+import errno
+import glob
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
-import sys
+import socket
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -78,37 +77,98 @@ def json_string(value: Any, *, name: str = "value") -> str:
 
 # ---------------------------------------------------------------------------------------------
 # atomic writes
-def _temp_sibling(target: Path) -> Path:
-    # hidden, unique, and in the same directory so that the final rename never crosses filesystems
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+_HOST = socket.gethostname().replace("-", "_") or "host"
+#: a temporary of another host is removed once it is this old (its writer cannot be asked)
+STALE_SECONDS = 24 * 3600
+
+
+def _sibling(target: Path, kind: str) -> Path:
+    # hidden, unique, same directory (the final rename never crosses filesystems), and saying which
+    # process on which host made it, so that a later writer can tell a dead writer's leftovers
+    return target.with_name(f".{target.name}.{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
-        path.unlink()
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries (``.<name>.tmp-*``, ``.<name>.old-*``) that writers of ``target`` which
+    no longer run left behind (killed mid-write); returns what was removed. A temporary of this host
+    is stale when its process is gone; one of another host when it is older than a day."""
+    target = Path(target)
+    removed = []
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-"
+        for path in target.parent.glob(f"{glob.escape(prefix)}*"):
+            host, _, rest = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
+            try:
+                pid = int(rest)
+            except ValueError:
+                continue
+            stale = (not _alive(pid)) if host == _HOST else \
+                (time.time() - path.lstat().st_mtime > STALE_SECONDS)
+            if stale:
+                _remove(path)
+                removed.append(path)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success rename it to ``target``.
+    """Yield a temporary path next to ``target``; on success move it to ``target``.
 
     Works for files and directories (zarr stores). On an exception the temporary is removed and
-    ``target`` is left as it was, so a half-written output never carries the final name.
+    ``target`` is left as it was, so a half-written output never carries the final name. A
+    directory already at ``target`` is first renamed aside, the new one renamed in, and only then
+    the old one deleted: with several writers of one target (possible after ``kill -9`` of Snakemake,
+    whose jobs keep running), a reader finds at the final name a complete store or, for an instant,
+    none -- never one being deleted or written. Stale temporaries of dead writers are cleaned first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(target)
+    clean_stale(target)
+    tmp = _sibling(target, "tmp")
     try:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to the temporary {tmp} for {target}")
-        if target.is_dir() and not target.is_symlink():
-            # os.replace cannot replace a non-empty directory: remove the old store first (the
-            # new one is complete at this point, so the window without a target is harmless)
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if not tmp.is_dir():
+            os.replace(tmp, target)  # a file replaces a file atomically
+            return
+        aside = []
+        for _ in range(100):
+            if target.exists() or target.is_symlink():
+                old = _sibling(target, "old")
+                try:
+                    os.rename(target, old)
+                    aside.append(old)
+                except FileNotFoundError:
+                    pass  # another writer moved it first
+            try:
+                os.rename(tmp, target)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR):
+                    raise
+                # another writer renamed its store in between: move that one aside too
+        else:  # pragma: no cover - a hundred writers racing for one name
+            raise OSError(f"could not move {tmp} to {target}: other writers keep replacing it")
+        for old in aside:
+            _remove(old)
     finally:
         if tmp.exists() or tmp.is_symlink():
             _remove(tmp)
@@ -167,21 +227,36 @@ def _quiet_timestamp() -> Iterator[None]:
         yield
 
 
+def _identity(path: Path):
+    """Which store sits at ``path`` now (inodes are reused, so also the metadata's write time)."""
+    try:
+        st = (path / "zarr.json").stat()
+    except FileNotFoundError:
+        return None
+    return path.stat().st_ino, st.st_ino, st.st_mtime_ns
+
+
 def open_store(path: str | os.PathLike, *, load: bool = True):
     """Open a store written by :func:`write_store` (``load=True`` reads it into memory and closes).
 
+    With ``load=True`` the data is one store's: if another writer moved a new store in while this
+    one was being read (the directory at ``path`` is another one afterwards), it is read again.
     Raises ``FileNotFoundError`` naming the path if it is not a zarr store.
     """
     import xarray as xr
 
     path = Path(path)
-    if not (path / "zarr.json").is_file():
-        raise FileNotFoundError(f"{path} is not a zarr store (no zarr.json): was its job completed?")
-    with _quiet_timestamp():
-        ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
-        if load:
-            ds = ds.load()
-            ds.close()
+    for _ in range(10):
+        if not (path / "zarr.json").is_file():
+            raise FileNotFoundError(f"{path} is not a zarr store (no zarr.json): was its job completed?")
+        stamp = _identity(path)
+        with _quiet_timestamp():
+            ds = xr.open_zarr(path, consolidated=False, zarr_format=3)
+            if load:
+                ds = ds.load()
+                ds.close()
+        if not load or _identity(path) == stamp:
+            break
     try:
         return upgrade_dataset(ds)
     except ValueError as exc:
@@ -227,20 +302,26 @@ def check_problem_matches(problem, ds, *, source: str = "problem store") -> None
                              f"{built.get(key)!r} in the run's settings (the set-up store is stale)")
 
 
-def diverged_dataset(problem, reason: str):
-    """The store of a run whose iterate became non-finite: NaN fields, no history, the error text.
+def failed_dataset(problem, status: str, reason: str, iteration: int | None = None):
+    """The store of a run that did not produce a solution -- ``status`` ``"diverged"`` (a non-finite
+    iterate) or ``"failed"`` (an inner solve did not converge) -- with NaN fields, the iteration at
+    which it happened and the error text.
 
-    Written (instead of failing the job) so that a divergence is a measured outcome the report can
-    show, never mistaken for a solution: ``status`` is ``"diverged"`` and ``converged`` is 0.
+    Written (instead of failing the job, unless ``solve.on_divergence: fail``) so that the outcome
+    is a measured result the report can show, never mistaken for a solution (``converged`` is 0).
     """
     import xarray as xr
 
+    if status not in ("diverged", "failed"):
+        raise ValueError(f"status must be 'diverged' or 'failed', got {status!r}")
+    dims = ("t", *problem.grid.names)
     nan = np.full(problem.shape, np.nan)
     return xr.Dataset(
-        {"u": (("t", "x"), nan, {"long_name": "value function u(t, x) (NaN: diverged)"}),
-         "m": (("t", "x"), nan.copy(), {"long_name": "density m(t, x) (NaN: diverged)"}),
+        {"u": (dims, nan, {"long_name": f"value function u (NaN: {status})"}),
+         "m": (dims, nan.copy(), {"long_name": f"density m (NaN: {status})"}),
          "mass": (("t",), np.full(problem.t.shape, np.nan), {"long_name": "discrete mass"})},
-        coords={"t": problem.t, "x": problem.x, "iteration": np.arange(1, 1)},
-        attrs={"format_version": FORMAT_VERSION, "status": "diverged", "converged": 0, "reason": reason,
+        coords={**problem.coords(), "iteration": np.arange(1, 1)},
+        attrs={"format_version": FORMAT_VERSION, "status": status, "converged": 0, "reason": reason,
+               "iterations": int(iteration or 0), "failed_at_iteration": int(iteration or 0),
                "problem_parameters": json_string(problem.parameters(), name="problem_parameters")},
     )

@@ -93,7 +93,7 @@ def _measured_anderson(runs_df, coupling_df, fp):
                 text += f"; converged where damping did not in {len(only)} runs"
             elif len(c) and not len(both):
                 ref = c["reference_status"].value_counts().to_dict()
-                text += (f"; no pair with damping where both converged (damping: "
+                text += ("; no pair with damping where both converged (damping: "
                          + ", ".join(f"{n} {k}" for k, n in sorted(ref.items())) + ")")
         if "final_residual" in g:
             damp = runs_df[(runs_df["fp"] == fp) & (runs_df["coupling"] == "damping")]["final_residual"]

@@ -19,7 +19,6 @@ Definitions used throughout (so that the numbers in the report mean one thing):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import warnings
 
 import numpy as np
@@ -96,8 +97,86 @@ def test_problem_store_and_mismatch_names_the_field(tmp_path):
 
 def test_diverged_dataset_is_marked_and_json_clean(tmp_path):
     p = mc.problems.load("congestion", Nx=8, Nt=6)
-    ds = io.diverged_dataset(p, "the fixed-point iterate became NaN or inf at iteration 7")
+    ds = io.failed_dataset(p, "diverged", "the fixed-point iterate became NaN or inf at iteration 7", 7)
     io.write_store(ds, tmp_path / "d.zarr")
     back = io.open_store(tmp_path / "d.zarr")
     assert back.attrs["converged"] == 0 and "iteration 7" in back.attrs["reason"]
     assert np.all(np.isnan(back["u"].values)) and back["u"].shape == p.shape
+
+
+# ---------------------------------------------------------------------------------------------
+# several writers of one store (after kill -9 of Snakemake its jobs keep running and a re-run starts
+# new ones): a reader must find a complete store or none, never one being deleted or half-written
+def _store(value):
+    ds = xr.Dataset({"u": (("t", "x"), np.full((64, 64), float(value)))})
+    ds["u"].encoding["chunks"] = (4, 64)  # 16 chunk files: a write takes a while
+    return ds
+
+
+def _writer(target, value, seconds):
+    import time
+
+    ds = _store(value)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        io.write_store(ds, target)
+
+
+def _reader(target, seconds, queue):
+    import time
+
+    seen, bad = 0, []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            u = io.open_store(target)["u"].values
+        except (FileNotFoundError, OSError, KeyError, ValueError):
+            continue  # between a rename aside and the rename in: no store, which is not a lie
+        seen += 1
+        if not (np.all(np.isfinite(u)) and np.unique(u).size == 1):
+            bad.append((int(np.isnan(u).sum()), np.unique(u[np.isfinite(u)]).tolist()))
+    queue.put((seen, bad))
+
+
+def test_concurrent_writers_never_expose_a_partial_store(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    target = tmp_path / "run.zarr"
+    io.write_store(_store(0.0), target)
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(target, v, 4.0)) for v in (1.0, 2.0)]
+    procs.append(ctx.Process(target=_reader, args=(target, 4.0, queue)))
+    for p in procs:
+        p.start()
+    seen, bad = queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    assert seen > 5, "the reader never found the store"
+    assert bad == [], f"{len(bad)} of {seen} reads found a partial store, e.g. {bad[:3]}"
+    assert io.open_store(target)["u"].shape == (64, 64)
+    assert not [q for q in tmp_path.iterdir() if q.name != "run.zarr"]  # no leftovers
+
+
+def test_a_killed_writers_temporaries_are_cleaned_on_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "run.zarr"
+    # a writer that dies (kill -9) in the middle of writing its temporary
+    code = ("import os, numpy as np, xarray as xr\n"
+            "from mfg_study import io\n"
+            "with io.atomic_path(%r) as tmp:\n"
+            "    xr.Dataset({'u': ('x', np.ones(5))}).to_zarr(tmp, zarr_format=3, consolidated=False)\n"
+            "    os.kill(os.getpid(), 9)\n" % str(target))
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == -9
+    leftovers = [q for q in tmp_path.iterdir() if q.name.startswith(".run.zarr.tmp-")]
+    assert len(leftovers) == 1 and not target.exists()
+    # a live writer's temporary is not touched; the dead one's is
+    live = tmp_path / f".run.zarr.tmp-{io._HOST}-{os.getpid()}-abcdef12"
+    live.mkdir()
+    io.write_store(xr.Dataset({"u": ("x", np.zeros(5))}), target)
+    assert not leftovers[0].exists() and live.exists()
+    assert io.open_store(target)["u"].values.tolist() == [0.0] * 5

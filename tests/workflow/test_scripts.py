@@ -38,11 +38,12 @@ def problem_store(tmp_path):
     return store
 
 
-def solve_params(**solve):
+def solve_params(options=None, **solve):
     return SimpleNamespace(run={
         "problem": settings(), "fp": "fdm", "coupling": "damping", "backend": "numpy",
-        "solve": {"max_iterations": 50, "tolerance": 1e-6, "thetaUM": 0.5, "on_divergence": "record", **solve},
-        "particle": {}, "anderson": {}})
+        "solve": {"max_iterations": 50, "tolerance": 1e-6, "on_divergence": "record", "initial_guess": "terminal",
+                  **solve},
+        "options": {"thetaUM": 0.5, **(options or {})}})
 
 
 def test_setup_then_solve(problem_store, tmp_path):
@@ -58,14 +59,15 @@ def test_setup_then_solve(problem_store, tmp_path):
 
 def test_solve_records_a_divergence_instead_of_failing(problem_store, tmp_path, monkeypatch):
     def diverge(self, *a, **k):
-        raise mc.DivergenceError("the fixed-point iterate became NaN or inf at iteration 3")
+        raise mc.DivergenceError("the fixed-point iterate became NaN or inf at iteration 3", 3)
 
-    monkeypatch.setattr(mc.FixedPointIterator, "solve", diverge)
+    monkeypatch.setattr(mc.fixed_point.FixedPointLoop, "run", diverge)
     out = tmp_path / "run.zarr"
     run_script("solve.py", params=solve_params(), input=Files(problem=str(problem_store)),
                output=Files(str(out)), log=Files(str(tmp_path / "solve.log")))
     ds = io.open_store(out)
     assert ds.attrs["status"] == "diverged" and "iteration 3" in ds.attrs["reason"]
+    assert ds.attrs["iterations"] == 3 and ds.attrs["failed_at_iteration"] == 3
     assert np.all(np.isnan(ds["u"].values))
     with pytest.raises(mc.DivergenceError):
         run_script("solve.py", params=solve_params(on_divergence="fail"),
@@ -87,3 +89,31 @@ def test_solve_refuses_a_stale_problem_store(problem_store, tmp_path, change, me
         run_script("solve.py", params=params, input=Files(problem=str(problem_store)),
                    output=Files(str(tmp_path / "run.zarr")), log=Files(str(tmp_path / "solve.log")))
     assert not (tmp_path / "run.zarr").exists()
+
+
+def test_an_inner_newton_failure_is_recorded_as_a_failed_run(problem_store, tmp_path):
+    """HJB Newton that cannot reach its tolerance is a ConvergenceError: recorded as status failed
+    with the iteration and the reason (like a divergence), or a failed job with on_divergence: fail."""
+    out = tmp_path / "run.zarr"
+    params = solve_params(options={"newton_tol": 1e-300, "newton_maxiter": 1})
+    run_script("solve.py", params=params, input=Files(problem=str(problem_store)),
+               output=Files(str(out)), log=Files(str(tmp_path / "solve.log")))
+    ds = io.open_store(out)
+    assert ds.attrs["status"] == "failed" and ds.attrs["converged"] == 0
+    assert ds.attrs["failed_at_iteration"] == 1 and "HJB Newton did not reach" in ds.attrs["reason"]
+    assert "iteration 1" in ds.attrs["reason"]
+    with pytest.raises(mc.ConvergenceError):
+        run_script("solve.py", params=solve_params(options={"newton_tol": 1e-300, "newton_maxiter": 1},
+                                                   on_divergence="fail"),
+                   input=Files(problem=str(problem_store)), output=Files(str(tmp_path / "r2.zarr")),
+                   log=Files(str(tmp_path / "solve2.log")))
+    assert not (tmp_path / "r2.zarr").exists()
+
+
+def test_each_attempt_starts_its_log_afresh(problem_store, tmp_path):
+    log = tmp_path / "solve.log"
+    log.write_text("an earlier attempt's lines\n")
+    run_script("solve.py", params=solve_params(), input=Files(problem=str(problem_store)),
+               output=Files(str(tmp_path / "run.zarr")), log=Files(str(log)))
+    text = log.read_text()
+    assert "earlier attempt" not in text and "wrote" in text

@@ -17,6 +17,32 @@ def _config_error(field, message):
     raise WorkflowError(f"Invalid config: {field}: {message}")
 
 
+def _read_config_strictly():
+    """Re-read the study files with mfg_study.config (duplicate keys refused naming both lines,
+    1e-6 read as a number, a non-mapping refused naming the file), then the --config overrides;
+    refuse every NaN or infinite number naming its path. (With the hook that make installs,
+    Snakemake's own first reading already went through the same loader.)"""
+    from snakemake.utils import update_config
+
+    from mfg_study.config import StudyConfigError, load_study, non_finite
+
+    files = [str(f) for f in workflow.configfiles]
+    if all(f.endswith((".yaml", ".yml")) for f in files):
+        strict = {}
+        for f in files:
+            try:
+                update_config(strict, load_study(f))
+            except StudyConfigError as exc:
+                raise WorkflowError(f"Invalid config: {exc}") from None
+        update_config(strict, dict(workflow.config_settings.config))
+        config.clear()
+        config.update(strict)
+    bad = list(non_finite(config))
+    if bad:
+        raise WorkflowError("Invalid config: numbers must be finite:\n"
+                            + "\n".join(f"  {path}: {value} is not a finite number" for path, value in bad))
+
+
 def _check_schema():
     """Every schema violation on one line naming its field (snakemake's own message would print the
     whole schema after the first violation); then validate() fills in the defaults."""
@@ -34,6 +60,7 @@ def _check_schema():
                             + "\n".join(lines))
 
 
+_read_config_strictly()
 _check_schema()
 validate(config, "../schemas/config.schema.yaml")
 
@@ -56,18 +83,21 @@ for _i, _entry in enumerate(config["exclude"]):
                       f"study ({sorted(PROBLEMS)})")
 
 
-def _check_problems():
-    """Build every problem once (tiny, no solve) so unknown or bad parameters fail now, by name."""
+def _build_problems():
+    """Build every problem once (no solve; MFGProblem refuses a grid no machine could hold before it
+    allocates) so unknown or bad parameters fail now, by name."""
     import mfg_core.problems as mp
 
+    built = {}
     for label, spec in PROBLEMS.items():
         try:
-            mp.load(spec["name"], **spec.get("grid", {}), **spec.get("params", {}))
+            built[label] = mp.load(spec["name"], **spec.get("grid", {}), **spec.get("params", {}))
         except ValueError as exc:
             _config_error(f"problems.{label}", str(exc))
+    return built
 
 
-_check_problems()
+BUILT_PROBLEMS = _build_problems()
 
 
 def _check_methods():
@@ -228,8 +258,30 @@ def res(kind, key):
     return RESOURCES[kind][key]
 
 
+def _check_memory():
+    """Each run's memory, estimated from its grid, particles and coupling method, must fit the solve
+    job's resources.solve.mem_mb (and the machine): refused now, not by the kernel in the job."""
+    import mfg_core.methods as mm
+    from mfg_core.problem import physical_memory
+
+    limit_mb = RESOURCES["solve"]["mem_mb"]
+    machine = physical_memory()
+    for run in RUNS:
+        problem = BUILT_PROBLEMS[run["problem"]]
+        need = mm.memory_estimate(problem, run["fp"], run["coupling"], _method_options(run["fp"], run["coupling"]))
+        name = "/".join(run[k] for k in ("problem", "fp", "coupling"))
+        if machine is not None and need > machine:
+            _config_error(f"problems.{run['problem']}.grid", f"run {name} needs about {need / 2**30:.1f} GiB, "
+                          f"more than this machine has ({machine / 2**30:.1f} GiB); use a coarser grid")
+        if need > limit_mb * 2**20:
+            _config_error("resources.solve.mem_mb", f"run {name} (grid {problem.grid.shape} x {problem.Nt + 1} "
+                          f"times) needs about {need / 2**20:.0f} MB, more than resources.solve.mem_mb = "
+                          f"{limit_mb}; raise it or use a coarser grid")
+
+
 _check_methods()
 RUNS, SKIPPED = _plan()
+_check_memory()
 for _s in SKIPPED:
     logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
                    f"{_s['reason']}")

@@ -11,7 +11,7 @@ import pandas as pd
 from mfg_study import io, jobs
 
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    from mfg_study import provenance, report, seed, tables
+    from mfg_study import provenance, report, seed
 
     sm = snakemake  # noqa: F821
     runs_df = pd.read_csv(sm.input.runs_table)

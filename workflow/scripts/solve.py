@@ -29,12 +29,17 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821
     try:
         result = loop.run(solve["max_iterations"], solve["tolerance"], initial_guess=solve["initial_guess"],
                           warmup=False)
-    except mc.DivergenceError as exc:
+    except mc.ConvergenceError as exc:
+        # a non-finite iterate (diverged) or an inner solve that did not converge (failed): a
+        # measured outcome, recorded with the iteration and the reason unless told to fail
         if solve["on_divergence"] == "fail":
             raise
-        log.warning("diverged, recorded as such (solve.on_divergence = record): %s", exc)
-        ds = io.diverged_dataset(problem, str(exc))
-        status, wall = "diverged", time.perf_counter() - start
+        status = "diverged" if isinstance(exc, mc.DivergenceError) else "failed"
+        reason = " ".join([str(exc), *getattr(exc, "__notes__", [])])
+        log.warning("%s at iteration %s, recorded as such (solve.on_divergence = record): %s",
+                    status, exc.iteration, reason)
+        ds = io.failed_dataset(problem, status, f"{type(exc).__name__}: {reason}", exc.iteration)
+        wall = time.perf_counter() - start
     else:
         ds = result.to_xarray()
         status, wall = result.status, result.wall_time
