@@ -1,14 +1,17 @@
-r"""torch particle kernels: float64 CPU tensors, ``index_add_`` binning, ``torch.fft`` convolution.
+r"""torch particle kernels: the binned FFT KDE and the Euler-Maruyama sweep of
+:mod:`mfg_core.backends.numpy.particles` (which states the numerics) on float64 CPU tensors.
 
-Performance note: these are many small element-wise ops per step; with torch's intra-op threads on an
-oversubscribed machine (more busy processes than cores) each op can cost ~100x more than
-single-threaded. The kernels do not change torch's global thread settings (a library should not); run
-with ``torch.set_num_threads(1)`` (or ``OMP_NUM_THREADS=1``) when the cores are shared.
+    step:     X <- fold( X - (dt/lam) I[u_x^n](X) + sigma sqrt(dt) Z_n )   (reflect / wrap)
+    density:  linear binning, mirrored (Neumann) onto P nodes, circular convolution with the
+              periodised Gaussian by ``torch.fft``, clipped at 0, scaled to mass 1.
 
-Same numerics as the reference :mod:`mfg_core.backends.numpy.particles` (read its docstring). The
-fold uses ``torch.fmod`` plus a shift of negative remainders rather than ``torch.remainder``
-(which computes ``a - floor(a / b) b`` and is not exact), so that positions follow numpy's
-``np.mod`` bit for bit.
+Decisions: the shared constants and host-side rules (image-sum / Fourier switch, period, circular
+spread) come from :mod:`mfg_core.backends.kde_rules`, so that the densities agree with numpy's to
+round-off. Binning by ``index_add_``, gathers by ``index_select`` (several times faster than
+advanced indexing for a 1-D gather). The fold uses ``torch.fmod`` plus a shift of negative remainders
+rather than ``torch.remainder`` (which computes ``a - floor(a / b) b`` and is not exact), so that
+positions follow numpy's ``np.mod`` bit for bit. The kernels leave torch's thread settings alone
+(many small ops per step: see ``benchmarks/notes_torch.md`` on threads when the cores are shared).
 """
 
 from __future__ import annotations
@@ -18,28 +21,37 @@ import math
 import numpy as np
 import torch
 
-IMAGE_LIMIT = 1.0 / 19.0
-FOURIER_MODES = 117
+from .. import checks
+from ..kde_rules import FOURIER_MODES, IMAGE_LIMIT, IMAGES, circular_spread, period
+
 _F64 = torch.float64
 
 
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A float64 array as a tensor sharing its memory (a copy if it is read-only: torch would warn)."""
+    return torch.from_numpy(a) if a.flags.writeable else torch.tensor(a)
+
+
 def _periodic_gaussian(P: int, dx: float, h: float) -> torch.Tensor:
+    """The Gaussian ``phi_h`` periodised with period ``P dx`` and sampled at ``j dx``, ``j < P``."""
     Lp = P * dx
     j = torch.arange(P, dtype=torch.int64)
     if h <= IMAGE_LIMIT * Lp:
         d = j.to(_F64) * dx
         g = torch.zeros(P, dtype=_F64)
-        for m in (-2, -1, 0, 1, 2):
+        for m in IMAGES:
             z = (d + m * Lp) / h
             g = g + torch.exp(-0.5 * z * z)
         return g / (h * math.sqrt(2.0 * math.pi))
     k = torch.arange(1, FOURIER_MODES + 1, dtype=torch.int64)
     coef = torch.exp(-2.0 * math.pi**2 * (h / Lp) ** 2 * (k * k).to(_F64))
+    # the phase is reduced modulo P in integers, as in the reference
     angle = (2.0 * math.pi / P) * ((k[:, None] * j[None, :]) % P).to(_F64)
     return (1.0 + 2.0 * (coef @ torch.cos(angle))) / Lp
 
 
-def _cell(X: torch.Tensor, xmin: float, dx: float, K: int, periodic: bool):
+def _cells(X: torch.Tensor, xmin: float, dx: float, K: int, periodic: bool):
+    """Left node, right node and fraction of the cell holding each position (see the reference)."""
     s = (X - xmin) / dx
     j = torch.floor(s)
     if periodic:
@@ -52,23 +64,28 @@ def _cell(X: torch.Tensor, xmin: float, dx: float, K: int, periodic: bool):
     return j, j + 1, f
 
 
-def _floor_mod(y: torch.Tensor, period: float) -> torch.Tensor:
-    r = torch.fmod(y, period)
-    return torch.where(r < 0.0, r + period, r)
+def _floor_mod(y: torch.Tensor, p: float) -> torch.Tensor:
+    r = torch.fmod(y, p)
+    return torch.where(r < 0.0, r + p, r)
 
 
 def _spread(X: torch.Tensor, periodic: bool, Lp: float) -> float:
+    """Sample std (Neumann) or circular std (periodic) for the bandwidth rules."""
     if not periodic:
         return float(torch.std(X, correction=1))
     theta = (2.0 * math.pi / Lp) * X
-    R = math.hypot(float(torch.cos(theta).mean()), float(torch.sin(theta).mean()))
-    if R <= 0.0:
-        return Lp
-    return min(Lp / (2.0 * math.pi) * math.sqrt(max(-2.0 * math.log(R), 0.0)), Lp)
+    return circular_spread(math.hypot(float(torch.cos(theta).mean()), float(torch.sin(theta).mean())), Lp)
+
+
+def _bandwidth(X: torch.Tensor, bandwidth, scale_by_std, periodic: bool, K: int, dx: float) -> float:
+    if not scale_by_std:
+        return float(bandwidth)
+    return float(bandwidth) * _spread(X, periodic, period(K, dx, periodic))
 
 
 def _density(X: torch.Tensor, xmin: float, dx: float, h: float, K: int, periodic: bool) -> torch.Tensor:
-    j, jp, f = _cell(X, xmin, dx, K, periodic)
+    """Binned FFT KDE of the positions ``X`` on the ``K`` nodes (mass 1)."""
+    j, jp, f = _cells(X, xmin, dx, K, periodic)
     counts = torch.zeros(K, dtype=_F64)
     counts.index_add_(0, j, 1.0 - f)
     counts.index_add_(0, jp, f)
@@ -88,14 +105,8 @@ def _density(X: torch.Tensor, xmin: float, dx: float, h: float, K: int, periodic
     return dens / mass
 
 
-def _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx) -> float:
-    if not scale_by_std:
-        return float(bandwidth)
-    Lp = (K if periodic else 2 * (K - 1)) * dx
-    return float(bandwidth) * _spread(X, periodic, Lp)
-
-
 def _fold(X: torch.Tensor, xmin: float, dx: float, K: int, periodic: bool):
+    """Reflect (Neumann) or wrap (periodic) positions into the domain; returns ``(X, crossed)``."""
     if periodic:
         L = K * dx
         y = X - xmin
@@ -110,32 +121,44 @@ def _fold(X: torch.Tensor, xmin: float, dx: float, K: int, periodic: bool):
     return torch.clamp(xmin + y, xmin, xmin + L), crossed
 
 
-def kde_on_grid(samples, *, xmin, dx, num_nodes, bandwidth, scale_by_std, periodic):
-    """Binned FFT KDE; see :func:`mfg_core.backends.numpy.particles.kde_on_grid`."""
-    X = torch.as_tensor(np.asarray(samples, dtype=np.float64))
-    h = _bandwidth(X, bandwidth, scale_by_std, bool(periodic), int(num_nodes), float(dx))
-    return _density(X, float(xmin), float(dx), h, int(num_nodes), bool(periodic)).numpy()
+def make_kde(grid):
+    """Binned FFT KDE on ``grid``: ``kde(samples, bandwidth, scale_by_std)`` -> density on the nodes
+    (mass 1); see :func:`mfg_core.backends.numpy.particles.make_kde`."""
+    c = checks.kde_constants(grid, "torch")
+
+    def kde(samples, bandwidth, scale_by_std):
+        X = _tensor(np.ascontiguousarray(samples, dtype=np.float64))
+        with torch.inference_mode():
+            h = _bandwidth(X, bandwidth, scale_by_std, c.periodic, c.K, c.dx)
+            return _density(X, c.xmin, c.dx, h, c.K, c.periodic).numpy()
+
+    return kde
 
 
-def particle_sweep(X0, noise, grad_u, *, xmin, dx, dt, lam, sigma, bandwidth, scale_by_std, periodic):
-    """Euler-Maruyama sweep; see :func:`mfg_core.backends.numpy.particles.particle_sweep`."""
-    xmin, dx, periodic = float(xmin), float(dx), bool(periodic)
-    X = torch.tensor(np.asarray(X0, dtype=np.float64))
-    noise = torch.as_tensor(np.asarray(noise, dtype=np.float64))
-    grad_u = torch.as_tensor(np.asarray(grad_u, dtype=np.float64))
-    S, K = grad_u.shape
-    c_drift = -dt / lam
-    c_noise = sigma * math.sqrt(dt)
-    M = torch.empty((S, K), dtype=_F64)
-    crossed = np.zeros(S, dtype=np.int64)
-    hs = np.empty(S)
-    with torch.no_grad():
-        for n in range(S):
-            j, jp, f = _cell(X, xmin, dx, K, periodic)
-            g = grad_u[n]
-            # index_select is several times faster than advanced indexing for a 1-D gather
-            X = X + c_drift * (g.index_select(0, j) * (1.0 - f) + g.index_select(0, jp) * f) + c_noise * noise[n]
-            X, crossed[n] = _fold(X, xmin, dx, K, periodic)
-            hs[n] = _bandwidth(X, bandwidth, scale_by_std, periodic, K, dx)
-            M[n] = _density(X, xmin, dx, hs[n], K, periodic)
-    return X.numpy(), M.numpy(), crossed, hs
+def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
+    """Euler-Maruyama particle sweep on ``scheme``: ``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``;
+    see :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
+    c = checks.particle_constants(scheme, "torch", bandwidth=bandwidth, scale_by_std=scale_by_std)
+    c_drift = -c.dt / c.lam
+    c_noise = c.sigma * math.sqrt(c.dt)
+
+    def sweep(X0, noise, grad_u):
+        X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
+        S = noise.shape[0]
+        M = np.empty((S, c.K))
+        crossed = np.zeros(S, dtype=np.int64)
+        hs = np.empty(S)
+        with torch.inference_mode():
+            X = torch.tensor(X0)  # a copy: the caller keeps X0
+            noise_t, grad_t, M_t = _tensor(noise), _tensor(grad_u), torch.from_numpy(M)
+            for n in range(S):
+                j, jp, f = _cells(X, c.xmin, c.dx, c.K, c.periodic)
+                g = grad_t[n]
+                X = X + c_drift * (g.index_select(0, j) * (1.0 - f) + g.index_select(0, jp) * f) \
+                    + c_noise * noise_t[n]
+                X, crossed[n] = _fold(X, c.xmin, c.dx, c.K, c.periodic)
+                hs[n] = _bandwidth(X, c.bandwidth, c.scale_by_std, c.periodic, c.K, c.dx)
+                M_t[n] = _density(X, c.xmin, c.dx, hs[n], c.K, c.periodic)
+            return X.numpy(), M, crossed, hs
+
+    return sweep
