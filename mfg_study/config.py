@@ -45,6 +45,8 @@ _StrictLoader.add_implicit_resolver(
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False):
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # "<<: *anchor" merges a mapping; its keys may be overridden (YAML's semantics)
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
         if key in seen:
@@ -95,6 +97,20 @@ def load_study(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyConfigError(f"{path}: cannot be read ({exc})") from None
     return parse_study(text, str(path))
+
+
+def non_string_keys(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """``(path, key)`` of every key that is not text (``1:`` or ``true:`` in YAML): a study's keys are
+    names, and the schema's checks of names only see text keys."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if not isinstance(k, str):
+                yield (path or "(top level)"), k
+            yield from non_string_keys(v, where)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from non_string_keys(v, f"{path}.{i}")
 
 
 def non_finite(value: Any, path: str = "") -> Iterator[tuple[str, float]]:

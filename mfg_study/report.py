@@ -136,6 +136,19 @@ def pick_field_runs(runs: Iterable[tuple[Mapping[str, str], Any]], reference: st
     return chosen
 
 
+def no_solution_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]]):
+    """The figure a problem gets when none of its runs produced a finite solution: what each did."""
+    plt = _plt()
+    lines = [f"{_label(k)}: {ds.attrs.get('status', '?')} at iteration {ds.attrs.get('iterations', '?')}"
+             f" -- {str(ds.attrs.get('reason', ''))[:90]}" for k, ds in runs]
+    fig, ax = plt.subplots(figsize=(11, 0.6 + 0.28 * max(len(lines), 1)))
+    ax.axis("off")
+    ax.set_title(f"{problem}: no run produced a solution to show", loc="left")
+    ax.text(0.0, 1.0, "\n".join(lines) or "(no runs)", va="top", ha="left", family="monospace", fontsize=7,
+            transform=ax.transAxes)
+    return fig
+
+
 def fields_figure(problem: str, chosen: Mapping[str, tuple[Mapping[str, str], Any]]):
     """What the solution looks like: m(t, x) and u(t, x) of the FDM run as space-time maps, and the
     density at three times, FDM (solid) beside particles (dashed) where both ran."""

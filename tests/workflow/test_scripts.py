@@ -117,3 +117,27 @@ def test_each_attempt_starts_its_log_afresh(problem_store, tmp_path):
                output=Files(str(tmp_path / "run.zarr")), log=Files(str(log)))
     text = log.read_text()
     assert "earlier attempt" not in text and "wrote" in text
+
+
+def test_a_problem_whose_every_run_diverged_still_gets_its_figure_and_table_rows(tmp_path):
+    """plot_fields used to raise when no run had a finite density, and then no report was built."""
+    import pandas as pd
+
+    p = mc.problems.load("congestion", Nx=10, Nt=8)
+    runs, stores = [], []
+    for i, (coupling, status) in enumerate((("damping", "diverged"), ("anderson", "failed"))):
+        store = tmp_path / f"{coupling}.zarr"
+        io.write_store(io.failed_dataset(p, status, f"{status} because of test case {i}", 4 + i), store)
+        runs.append({"problem": "c", "fp": "fdm", "coupling": coupling, "backend": "numpy"})
+        stores.append(str(store))
+    fig = tmp_path / "fields_c.png"
+    run_script("fields.py", params=SimpleNamespace(runs=runs, reference="numpy"), input=Files(runs=stores),
+               output=Files(str(fig)), log=Files(str(tmp_path / "fields.log")),
+               wildcards=SimpleNamespace(problem="c"))
+    assert fig.read_bytes().startswith(b"\x89PNG")
+    table = tmp_path / "runs.csv"
+    run_script("runs_table.py", params=SimpleNamespace(runs=runs), input=Files(runs=stores),
+               output=Files(str(table)), log=Files(str(tmp_path / "runs.log")))
+    df = pd.read_csv(table)
+    assert list(df["status"]) == ["diverged", "failed"] and list(df["iterations"]) == [4, 5]
+    assert df["reason"].str.contains("test case").all()

@@ -24,7 +24,7 @@ def _read_config_strictly():
     Snakemake's own first reading already went through the same loader.)"""
     from snakemake.utils import update_config
 
-    from mfg_study.config import StudyConfigError, load_study, non_finite
+    from mfg_study.config import StudyConfigError, load_study, non_finite, non_string_keys
 
     files = [str(f) for f in workflow.configfiles]
     if all(f.endswith((".yaml", ".yml")) for f in files):
@@ -37,6 +37,11 @@ def _read_config_strictly():
         update_config(strict, dict(workflow.config_settings.config))
         config.clear()
         config.update(strict)
+    keys = list(non_string_keys(config))
+    if keys:
+        raise WorkflowError("Invalid config: keys must be names (text):\n" + "\n".join(
+            f"  {path}: key {key!r} is a {type(key).__name__}; write a name starting with a letter"
+            for path, key in keys))
     bad = list(non_finite(config))
     if bad:
         raise WorkflowError("Invalid config: numbers must be finite:\n"
@@ -65,6 +70,19 @@ _check_schema()
 validate(config, "../schemas/config.schema.yaml")
 
 
+def _check_names():
+    """Names become path parts and Snakemake wildcards: Snakemake refuses a wildcard value ending in a
+    block repeated 20 times (it suspects a cyclic rule), so refuse those names now, by field."""
+    from snakemake.io import PeriodicityDetector
+
+    detector = PeriodicityDetector()
+    for field, name in [("study", config["study"])] + [(f"problems.{k}", k) for k in config["problems"]]:
+        block = detector.is_periodic(name)
+        if block is not None:
+            _config_error(field, f"{name!r} ends in {block!r} repeated; Snakemake refuses such a name")
+
+
+_check_names()
 STUDY = config["study"]
 OUT = f"results/{STUDY}"
 PROBLEMS = config["problems"]

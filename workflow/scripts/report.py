@@ -43,6 +43,10 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
                  "evaluated, comparable across coupling methods; final_change is the relative change between "
                  "the last two iterates, which damping stops on (thetaUM times the residual).",
          "tables": [("All runs", runs_df.drop(columns=["reason"]))]
+                   + ([("Runs without a converged solution: status, iteration reached, reason",
+                        runs_df.loc[runs_df["status"] != "converged",
+                                    ["problem", "fp", "coupling", "backend", "status", "iterations", "reason"]])]
+                      if (runs_df["status"] != "converged").any() else [])
                    + ([("Not run here (skip_unavailable)", pd.DataFrame(sm.params.skipped))]
                       if sm.params.skipped else [])},
         {"title": "Mass conservation",
