@@ -158,7 +158,8 @@ class StepInfo:
     alpha: np.ndarray | None = None
 
 
-def least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> tuple[np.ndarray, float]:
+def least_squares(A: np.ndarray, b: np.ndarray, regularization: float, *,
+                  overwrite_a: bool = False) -> tuple[np.ndarray, float]:
     """``argmin_g ||A g - b||^2 + reg ||g||^2`` by Householder QR (never the normal equations), and
     the condition number of ``A``.
 
@@ -168,9 +169,10 @@ def least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> tuple[
     solved by a second QR of the ``2n x n`` stack ``[R; sqrt(reg) I]``. ``cond(A) = cond(R)``, from
     the singular values of the small ``R``. One tall factorisation per step: on a shared machine
     every multi-threaded BLAS call on the long vectors costs far more than its flops.
-    Kept as a module-level function so that tests can inject a failing solve.
+    Kept as a module-level function so that tests can inject a failing solve. ``A`` and ``b`` must
+    be finite (not checked again here); ``overwrite_a`` lets LAPACK factorise ``A`` in place.
     """
-    c, R = qr_multiply(A, b, mode="right")
+    c, R = qr_multiply(A, b, mode="right", overwrite_a=overwrite_a)
     sv = np.linalg.svd(R, compute_uv=False)
     cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
     n = R.shape[1]
@@ -182,9 +184,9 @@ def least_squares(A: np.ndarray, b: np.ndarray, regularization: float) -> tuple[
     return gamma, cond
 
 
-def _sq_norm(v: np.ndarray, axis=None):
-    # elementwise, not BLAS dot: see least_squares
-    return np.sum(v * v, axis=axis)
+def _sq_norm(v: np.ndarray) -> float:
+    # one single-threaded pass, no temporary (not a BLAS dot: see least_squares)
+    return float(np.einsum("i,i->", v, v))
 
 
 class AndersonMixer:
@@ -193,6 +195,11 @@ class AndersonMixer:
     ``update(x, g)`` records the pair ``(x, G(x))`` and returns the next iterate, or ``x_next=None``
     with a status when there is not enough (or no usable) history: the caller then takes its own
     damped step. ``weights`` (the ``W`` of the norm) default to ones.
+
+    The history is kept as its differences (the columns of ``dX + beta dF`` and ``sqrt(W) dF``, each
+    computed, measured and checked once, when its pair arrives), so that a step touches the long
+    vectors only to factorise the least-squares matrix and to form the new iterate: the state of a
+    fine space-time grid holds millions of numbers.
     """
 
     def __init__(self, depth: int = 5, regularization: float = 1e-12, restart_condition: float = 1e10,
@@ -206,35 +213,54 @@ class AndersonMixer:
         self.sqrt_w = None if weights is None else np.sqrt(np.asarray(weights, dtype=np.float64))
         if self.sqrt_w is not None and not np.all(np.isfinite(self.sqrt_w)):
             raise ValueError("weights must be finite and >= 0")
-        self._x: list[np.ndarray] = []
-        self._f: list[np.ndarray] = []
+        self._last: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None  # x, f, sqrt(W) f, finite
+        self._dG: list[np.ndarray] = []  # (x_j - x_{j-1}) + beta (f_j - f_{j-1}), oldest first
+        self._A: list[np.ndarray] = []  # sqrt(W) (f_j - f_{j-1})
+        self._scale: list[float] = []  # ||column of A||
+        self._finite: list[bool] = []
+        self._tmp: np.ndarray | None = None
 
     def reset(self, keep_last: bool = True) -> None:
         """Drop the history (keeping the newest pair, a valid starting point, if ``keep_last``)."""
-        n = 1 if keep_last else 0
-        self._x = self._x[len(self._x) - n:] if n else []
-        self._f = self._f[len(self._f) - n:] if n else []
+        self._dG, self._A, self._scale, self._finite = [], [], [], []
+        if not keep_last:
+            self._last = None
 
     @property
     def history_length(self) -> int:
-        return len(self._x)
+        """Number of recorded pairs ``(x_j, G(x_j))``."""
+        return 0 if self._last is None else len(self._dG) + 1
+
+    def _weighted(self, v: np.ndarray) -> np.ndarray:
+        return v if self.sqrt_w is None else self.sqrt_w * v
 
     def norm(self, v: np.ndarray) -> float:
         """The weighted norm ``||v||_W``."""
-        v = v if self.sqrt_w is None else self.sqrt_w * v
-        return math.sqrt(float(_sq_norm(v)))
+        return math.sqrt(_sq_norm(self._weighted(v)))
 
-    def push(self, x: np.ndarray, g: np.ndarray) -> None:
-        """Record the pair ``(x, G(x))`` (oldest pairs beyond ``depth + 1`` are dropped)."""
-        x = np.asarray(x, dtype=np.float64).ravel()
-        f = np.asarray(g, dtype=np.float64).ravel() - x
+    def push(self, x: np.ndarray, g: np.ndarray, f: np.ndarray | None = None) -> None:
+        """Record the pair ``(x, G(x))`` (differences older than ``depth`` are dropped); ``f`` is
+        ``G(x) - x`` if the caller has it already."""
+        x = np.array(x, dtype=np.float64).ravel()
+        f = np.asarray(g, dtype=np.float64).ravel() - x if f is None else np.asarray(f).ravel()
         if self.sqrt_w is not None and self.sqrt_w.shape != x.shape:
             raise ValueError(f"weights have shape {self.sqrt_w.shape}, the state has {x.shape}")
-        self._x.append(x.copy())
-        self._f.append(f)
-        # depth m differences need m + 1 pairs
-        if len(self._x) > self.depth + 1:
-            del self._x[0], self._f[0]
+        b = self._weighted(f)
+        if self._last is not None:
+            x0, f0, b0, _ = self._last
+            df = f - f0
+            dg = x - x0
+            dg += self.beta * df
+            a = b - b0 if self.sqrt_w is not None else df
+            self._dG.append(dg)
+            self._A.append(a)
+            self._scale.append(math.sqrt(_sq_norm(a)))
+            self._finite.append(bool(np.isfinite(self._scale[-1]) and np.isfinite(np.add.reduce(dg))))
+            if len(self._dG) > self.depth:
+                for lst in (self._dG, self._A, self._scale, self._finite):
+                    del lst[0]
+        finite = bool(np.isfinite(_sq_norm(b)) and np.isfinite(np.add.reduce(x)))
+        self._last = (x, f, b, finite)
 
     def update(self, x: np.ndarray, g: np.ndarray) -> StepInfo:
         """Record ``(x, G(x))`` and return the Anderson step (2) from ``x`` (see :class:`StepInfo`)."""
@@ -243,49 +269,49 @@ class AndersonMixer:
 
     def step(self) -> StepInfo:
         """The Anderson step (2) from the newest recorded pair."""
-        x, f = self._x[-1], self._f[-1]
-        if len(self._x) < 2:
+        if self._last is None or not self._dG:
             return StepInfo(None, STATUS_NO_HISTORY)
-        X = np.stack(self._x, axis=1)
-        Fm = np.stack(self._f, axis=1)
-        dX = np.diff(X, axis=1)
-        dF = np.diff(Fm, axis=1)
-        A = dF if self.sqrt_w is None else self.sqrt_w[:, None] * dF
-        b = f if self.sqrt_w is None else self.sqrt_w * f
-        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+        x, f, b, finite = self._last
+        k = len(self._dG)
+        if not (finite and all(self._finite)):
             # keep the newest pair only if it is itself usable as a restart point
-            self.reset(keep_last=bool(np.all(np.isfinite(x)) and np.all(np.isfinite(f))))
-            return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
-        scale = np.sqrt(_sq_norm(A, axis=0))
+            self.reset(keep_last=finite)
+            return StepInfo(None, STATUS_NONFINITE, columns=k)
+        scale = np.array(self._scale)
         if np.any(scale == 0.0):
             # a repeated residual: the difference is zero, the problem singular
             self.reset()
-            return StepInfo(None, STATUS_RESTART, condition=math.inf, columns=dX.shape[1])
+            return StepInfo(None, STATUS_RESTART, condition=math.inf, columns=k)
+        # columns scaled to unit length: the solution does not depend on it, the condition does
+        As = np.empty((x.size, k), order="F")
+        for j in range(k):
+            np.divide(self._A[j], scale[j], out=As[:, j])
         try:
-            # columns scaled to unit length: the solution does not depend on it, the condition does
-            gamma, cond = least_squares(A / scale, b, self.regularization)
+            gamma, cond = least_squares(As, b, self.regularization, overwrite_a=True)
             gamma = np.asarray(gamma, dtype=np.float64) / scale
         except (np.linalg.LinAlgError, ValueError):
             self.reset()
-            return StepInfo(None, STATUS_NONFINITE, columns=dX.shape[1])
+            return StepInfo(None, STATUS_NONFINITE, columns=k)
         if not cond <= self.restart_condition:  # also catches NaN
             self.reset()
-            return StepInfo(None, STATUS_RESTART, condition=cond, columns=dX.shape[1])
+            return StepInfo(None, STATUS_RESTART, condition=cond, columns=k)
         if not np.all(np.isfinite(gamma)):
             self.reset()
-            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=dX.shape[1])
+            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=k)
         x_next = x + self.beta * f
-        for j in range(gamma.size):  # column by column: elementwise, no BLAS gemv on the long vectors
-            x_next -= gamma[j] * (dX[:, j] + self.beta * dF[:, j])
-        if not np.all(np.isfinite(x_next)):
+        if self._tmp is None or self._tmp.shape != x.shape:
+            self._tmp = np.empty_like(x)
+        for j in range(k):  # column by column: elementwise, no BLAS gemv on the long vectors
+            x_next -= np.multiply(self._dG[j], gamma[j], out=self._tmp)
+        if not np.isfinite(float(np.add.reduce(x_next))):
             self.reset()
-            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=dX.shape[1])
+            return StepInfo(None, STATUS_NONFINITE, condition=cond, columns=k)
         # alpha: the affine weights of (2) over the stored pairs, oldest first
-        alpha = np.zeros(len(self._x))
+        alpha = np.zeros(k + 1)
         alpha[-1] = 1.0
         alpha[1:] -= gamma
         alpha[:-1] += gamma
-        return StepInfo(x_next, STATUS_ANDERSON, condition=cond, columns=dX.shape[1], alpha=alpha)
+        return StepInfo(x_next, STATUS_ANDERSON, condition=cond, columns=k, alpha=alpha)
 
 
 def project_density(M: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -45,39 +45,24 @@ STEP_DIAGNOSTICS = ("reflected_fraction", "wrapped_fraction", "bandwidth")
 
 
 class Norms:
-    """The space-time L2 norm of the problem's grid, and the damped update with its norms."""
+    """The space-time L2 norm of the problem's grid, and the damped update with its norms (built by
+    the backend from the scheme: :meth:`mfg_core.backends.Backend.make_relax`)."""
 
-    def __init__(self, problem: MFGProblem):
+    def __init__(self, problem: MFGProblem, backend=None):
+        from .backends import get_backend
+        from .backends.numpy.fields import WeightedSquares
+
         self.dt = problem.dt
-        self.w = np.ascontiguousarray(problem.grid.weights.ravel())
-        self.rows = problem.Nt + 1
-
-    def _flat(self, X: np.ndarray) -> np.ndarray:
-        return X.reshape(self.rows, self.w.size)
-
-    def sq(self, X: np.ndarray) -> float:
-        # einsum sums the squares column by column without a full-size temporary
-        X = self._flat(X)
-        return float(np.einsum("ij,ij->j", X, X) @ self.w)
+        self._sq = WeightedSquares(problem.scheme)
+        self.relax = get_backend(backend).make_relax(problem.scheme)
 
     def norm(self, X: np.ndarray) -> float:
         """``||X||``; NaN or inf if ``X`` has any."""
-        return math.sqrt(self.dt * self.sq(X))
+        return math.sqrt(self.dt * self._sq(X))
 
     def relative_change(self, new: np.ndarray, old: np.ndarray) -> float:
         """``||new - old|| / ||new||`` (denominator floored at 1e-300)."""
         return self.norm(new - old) / max(self.norm(new), 1e-300)
-
-    def relax(self, X: np.ndarray, X_star: np.ndarray, theta: float):
-        """``X + theta (X* - X)`` and the norms ``||X* - X||``, ``||X*||``, ``||X_next||``.
-
-        One buffer: the difference is formed, measured, then turned into the new iterate in place.
-        """
-        d = np.subtract(X_star, X)
-        n_diff = self.norm(d)
-        d *= theta
-        d += X
-        return d, n_diff, self.norm(X_star), self.norm(d)
 
 
 class Step:
@@ -126,7 +111,7 @@ class FixedPointLoop:
         self.rule = rule
         self.method = method or rule.name
         self.options = dict(options or {})
-        self.norms = Norms(problem)
+        self.norms = Norms(problem, getattr(hjb, "backend", None))
 
     # --- what rules call -----------------------------------------------------------------------
     def evaluate(self, k: int, solve, X: np.ndarray) -> np.ndarray:

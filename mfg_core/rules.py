@@ -191,26 +191,28 @@ class Anderson(UpdateRule):
                 W = np.concatenate([wU, wM]) if self._mode == "both" else (wU if self._mode == "U" else wM)
                 self._mixer = _aa.AndersonMixer(opts.depth, opts.regularization, opts.restart_condition,
                                                 opts.beta, weights=W)
-            r = self._mixer.norm(g - x)
+            f = g - x
+            r = self._mixer.norm(f)
             if not math.isfinite(r):
                 raise DivergenceError(f"the Picard map returned NaN or inf at iteration {k}", k)
             residual = (loop.norms.relative_change(U_star, U), loop.norms.relative_change(M_star, M))
         else:
-            g, r, residual = None, math.inf, (math.nan, math.nan)
+            g, f, r, residual = None, None, math.inf, (math.nan, math.nan)
         reject = candidate and opts.residual_check and acc is not None and not (r <= opts.residual_growth * acc[2])
         info = None
         if reject:
             if opts.restart_on_reject:
                 self._mixer.reset(keep_last=True)  # the newest pair is the accepted point's image
             elif g is not None:
-                self._mixer.push(x, g)  # still a valid secant pair of the map
+                self._mixer.push(x, g, f)  # still a valid secant pair of the map
             xa, ga, _, Ua, Ma = acc
             x_next = xa + theta * (ga - xa)
             U_slave, M_slave = Ua, Ma
             status, accepted = _aa.STATUS_REJECTED, False
         else:
             self._acc = (x, g, r, U_star, M_star)
-            info = self._mixer.update(x, g)
+            self._mixer.push(x, g, f)
+            info = self._mixer.step()
             x_next = info.x_next if info.x_next is not None else x + theta * (g - x)  # fallback: damped step
             U_slave, M_slave = U_star, M_star
             status, accepted = info.status, True

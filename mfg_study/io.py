@@ -240,7 +240,8 @@ def open_store(path: str | os.PathLike, *, load: bool = True):
     """Open a store written by :func:`write_store` (``load=True`` reads it into memory and closes).
 
     With ``load=True`` the data is one store's: if another writer moved a new store in while this
-    one was being read (the directory at ``path`` is another one afterwards), it is read again.
+    one was being read (the directory at ``path`` is another one afterwards), it is read again (an
+    ``OSError`` if that keeps happening, never a mix of two stores).
     Raises ``FileNotFoundError`` naming the path if it is not a zarr store.
     """
     import xarray as xr
@@ -257,6 +258,8 @@ def open_store(path: str | os.PathLike, *, load: bool = True):
                 ds.close()
         if not load or _identity(path) == stamp:
             break
+    else:
+        raise OSError(f"{path} was replaced by other writers ten times while being read; try again")
     try:
         return upgrade_dataset(ds)
     except ValueError as exc:

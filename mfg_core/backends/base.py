@@ -19,6 +19,7 @@ has no kernel for, naming the backend: nothing falls back to another backend.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 
@@ -68,6 +69,16 @@ class Backend:
         """``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``; see :mod:`mfg_core.backends.numpy.particles`."""
         return self._module("particles").make_particle_sweep(scheme, bandwidth=bandwidth,
                                                              scale_by_std=scale_by_std)
+
+    def make_relax(self, scheme):
+        """The fixed-point loop's damped update with its norms; see :mod:`mfg_core.backends.numpy.fields`.
+
+        A backend without a ``fields`` module (its kernels return host numpy arrays) runs the numpy
+        reference, which is host arithmetic, not a kernel of its own.
+        """
+        if importlib.util.find_spec(f"{self._package}.fields") is None:
+            return importlib.import_module("mfg_core.backends.numpy.fields").make_relax(scheme)
+        return self._module("fields").make_relax(scheme)
 
     def make_kde(self, grid):
         """``kde(samples, bandwidth, scale_by_std) -> density``; see :mod:`mfg_core.backends.numpy.particles`."""

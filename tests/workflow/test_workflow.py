@@ -124,7 +124,7 @@ def test_tiny_study_stores(tiny_study):
     ds = io.open_store(out / "problems/crowd.zarr")
     assert {"m0", "V", "g", "weights"} <= set(ds.data_vars)
     log = (out / "logs/solve/crowd/fdm/damping/numpy.log").read_text()
-    assert "iteration    1: res_U=" in log  # progress in the job log
+    assert "iteration    1: change_U=" in log  # progress in the job log
 
 
 def test_tiny_study_tables_figures_report(tiny_study):

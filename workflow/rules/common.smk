@@ -287,7 +287,7 @@ def _check_memory():
     for run in RUNS:
         problem = BUILT_PROBLEMS[run["problem"]]
         need = mm.memory_estimate(problem, run["fp"], run["coupling"], _method_options(run["fp"], run["coupling"]))
-        name = "/".join(run[k] for k in ("problem", "fp", "coupling"))
+        name = f"{run['problem']}/{run['fp']}/{run['coupling']}"
         if machine is not None and need > machine:
             _config_error(f"problems.{run['problem']}.grid", f"run {name} needs about {need / 2**30:.1f} GiB, "
                           f"more than this machine has ({machine / 2**30:.1f} GiB); use a coarser grid")
