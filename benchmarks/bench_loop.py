@@ -59,8 +59,10 @@ def time_rule(N: int, coupling: str, backend: str = "numba") -> dict:
     return {"N": N, "coupling": coupling, "backend": backend, "iteration_ms": med(whole) * 1e3,
             "hjb_ms": med(hjb) * 1e3, "fp_ms": med(fp) * 1e3, "loop_ms": med(loop_work) * 1e3,
             "loop_runs_ms": " ".join(f"{x * 1e3:.1f}" for x in loop_work),
-            "target": "loop <= FP sweep" if N == 1600 else "",
-            "met": ("yes" if med(loop_work) <= med(fp) else "NO") if N == 1600 else ""}
+            # the target is the damped loop's; Anderson's own work (its least-squares QR over the whole
+            # space-time state) is reported beside it
+            "target": "loop <= FP sweep" if N == 1600 and coupling != "anderson" else "",
+            "met": ("yes" if med(loop_work) <= med(fp) else "NO") if N == 1600 and coupling != "anderson" else ""}
 
 
 def main(outdir: pathlib.Path) -> list[dict]:

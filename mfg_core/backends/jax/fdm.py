@@ -10,7 +10,7 @@ state carries the residual and bands of the iterate (one solve + one residual pe
 Thomas as two ``lax.scan`` over ``x`` (one right-hand side unrolled ``_UNROLL`` rows; faster on CPU
 than ``lax.linalg.tridiagonal_solve``), periodic by the reference's Sherman-Morrison split. Only
 ``periodic`` is static: other ``dt``, ``nu``, Newton settings reuse the executable. Numbers and what
-was tried and dropped: ``benchmarks/notes_numba_jax.md``.
+was tried and dropped: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .. import checks
 jax.config.update("jax_enable_x64", True)
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: rows per pass of the Thomas scans with one right-hand side (benchmarks/notes_numba_jax.md)
+#: rows per pass of the Thomas scans with one right-hand side (benchmarks/README.md)
 _UNROLL = 4
 
 

@@ -11,7 +11,7 @@ solve), so no Python runs per step. A Newton step is one fused pass over ``x`` (
 bands; reciprocals of ``dx``, ``dx^2``, ``dx lam`` precomputed: within an ulp of the reference) and
 one Thomas solve in ``gtsv``'s elimination order, each pivot inverted once (one division per row on
 the critical path); periodic: the reference's Sherman-Morrison split. Measurements:
-``benchmarks/notes_numba_jax.md``.
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Same equations, discretisation and stopping rules as the numpy reference (its do
         stop when max|R| <= newton_tol * max(1, max|u|) or the update is <= 16 eps times that scale.
     FP step n (discrete adjoint): (I + dt A(u^n))^T mu^{n+1} = mu^n,  mu = quadrature weights * m.
 
-Decisions (measurements and the alternatives tried and dropped: ``benchmarks/notes_torch.md``):
+Decisions (measurements and the alternatives tried and dropped: ``benchmarks/README.md``):
 
 * At these sizes (N in the thousands) a torch op costs its dispatch, not its arithmetic, so the
   tridiagonal solves use parallel cyclic reduction (PCR): ``L = ceil(log2 N)`` levels of a few

@@ -11,7 +11,7 @@ round-off. Binning by ``index_add_``, gathers by ``index_select`` (several times
 advanced indexing for a 1-D gather). The fold uses ``torch.fmod`` plus a shift of negative remainders
 rather than ``torch.remainder`` (which computes ``a - floor(a / b) b`` and is not exact), so that
 positions follow numpy's ``np.mod`` bit for bit. The kernels leave torch's thread settings alone
-(many small ops per step: see ``benchmarks/notes_torch.md`` on threads when the cores are shared).
+(many small ops per step: see ``benchmarks/README.md`` on threads when the cores are shared).
 """
 
 from __future__ import annotations
