@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -203,19 +204,18 @@ register(ProblemSpec(
     params=dict(amplitude=0.05),
     build=_stationary_build, exact=_stationary_exact,
 ))
-register(ProblemSpec(
+_CONGESTION = register(ProblemSpec(
     "congestion", "Quick start: quadratic Hamiltonian, congestion F(m) = kappa m on [0, 1], Neumann, "
                   "Gaussian bump at m0_mean, terminal cost g_weight (x - x_target)^2/2 moves the crowd.",
     grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=1.0, Nt=100, sigma=0.5, boundary="neumann", lam=1.0),
     params=dict(kappa=1.0, x_target=0.75, g_weight=4.0, m0_mean=0.25, m0_std=0.08),
     build=_congestion_build,
 ))
-register(ProblemSpec(
-    "congestion_strong", "congestion with strong coupling (kappa = 5): the Picard map's dominant "
-                         "eigenvalue is large and negative, so thetaUM = 0.5 damping does not converge.",
-    grid=dict(xmin=0.0, xmax=1.0, Nx=100, T=1.0, Nt=100, sigma=0.5, boundary="neumann", lam=1.0),
-    params=dict(kappa=5.0, x_target=0.75, g_weight=4.0, m0_mean=0.25, m0_std=0.08),
-    build=_congestion_build,
+register(dataclasses.replace(
+    _CONGESTION, name="congestion_strong",
+    description="congestion with strong coupling (kappa = 5): the Picard map's dominant eigenvalue is "
+                "large and negative, so thetaUM = 0.5 damping does not converge.",
+    params={**_CONGESTION.params, "kappa": 5.0},
 ))
 register(ProblemSpec(
     "evacuation", "Crowd motion: a crowd starting at m0_mean leaves a room [0, 1] through exits at both "

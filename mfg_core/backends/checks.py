@@ -8,6 +8,7 @@ C-contiguous arrays the solvers pass).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -74,6 +75,16 @@ class ParticleConstants(NamedTuple):
     bandwidth: float  # the bandwidth, or its factor of the sample spread if scale_by_std
     scale_by_std: bool
 
+    @property
+    def drift(self) -> float:
+        """Coefficient of the interpolated ``u_x`` in an Euler-Maruyama step: ``-dt / lam``."""
+        return -self.dt / self.lam
+
+    @property
+    def noise(self) -> float:
+        """Coefficient of the standard normals: ``sigma sqrt(dt)``."""
+        return self.sigma * math.sqrt(self.dt)
+
 
 def particle_constants(scheme: Scheme, backend: str, *, bandwidth: float,
                        scale_by_std: bool) -> ParticleConstants:
@@ -97,6 +108,11 @@ def kde_constants(grid: Grid, backend: str) -> KDEConstants:
     if axis.size < 3:
         raise ValueError(f"KDE: the grid needs at least 3 nodes, got {axis.size}")
     return KDEConstants(axis.lo, axis.spacing, axis.size, axis.periodic)
+
+
+def particle_outputs(c: ParticleConstants, steps: int):
+    """The host arrays a particle sweep fills: densities ``(steps, K)``, crossings and bandwidths."""
+    return np.empty((steps, c.K)), np.zeros(steps, dtype=np.int64), np.empty(steps)
 
 
 def particle_arrays(c: ParticleConstants, X0, noise, grad_u):

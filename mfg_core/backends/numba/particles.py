@@ -167,17 +167,14 @@ def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
     c = checks.particle_constants(scheme, "numba", bandwidth=bandwidth, scale_by_std=scale_by_std)
     xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
     Lp = period(K, dx, periodic)
-    c_drift = -c.dt / c.lam
-    c_noise = c.sigma * math.sqrt(c.dt)
+    c_drift, c_noise = c.drift, c.noise
     factor, scale_by_std = c.bandwidth, c.scale_by_std
 
     def sweep(X0, noise, grad_u):
         X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
         X = X0.copy()  # _step moves the particles in place
         S = noise.shape[0]
-        M = np.empty((S, K))
-        crossed = np.zeros(S, dtype=np.int64)
-        hs = np.empty(S)
+        M, crossed, hs = checks.particle_outputs(c, S)
         for n in range(S):
             crossed[n] = _step(X, noise[n], grad_u[n], xmin, dx, K, c_drift, c_noise, periodic)
             hs[n] = _bandwidth(X, factor, scale_by_std, periodic, Lp)

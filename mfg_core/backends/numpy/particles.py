@@ -163,15 +163,12 @@ def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
     bandwidth of each density (S,).
     """
     c = checks.particle_constants(scheme, "numpy", bandwidth=bandwidth, scale_by_std=scale_by_std)
-    c_drift = -c.dt / c.lam
-    c_noise = c.sigma * math.sqrt(c.dt)
+    c_drift, c_noise = c.drift, c.noise
 
     def sweep(X0, noise, grad_u):
         X, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
         S = noise.shape[0]
-        M = np.empty((S, c.K))
-        crossed = np.zeros(S, dtype=np.int64)
-        hs = np.empty(S)
+        M, crossed, hs = checks.particle_outputs(c, S)
         for n in range(S):
             X = X + c_drift * interpolate(X, grad_u[n], c.xmin, c.dx, c.periodic) + c_noise * noise[n]
             X, crossed[n] = fold(X, c.xmin, c.dx, c.K, c.periodic)

@@ -139,15 +139,12 @@ def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
     """Euler-Maruyama particle sweep on ``scheme``: ``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``;
     see :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
     c = checks.particle_constants(scheme, "torch", bandwidth=bandwidth, scale_by_std=scale_by_std)
-    c_drift = -c.dt / c.lam
-    c_noise = c.sigma * math.sqrt(c.dt)
+    c_drift, c_noise = c.drift, c.noise
 
     def sweep(X0, noise, grad_u):
         X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
         S = noise.shape[0]
-        M = np.empty((S, c.K))
-        crossed = np.zeros(S, dtype=np.int64)
-        hs = np.empty(S)
+        M, crossed, hs = checks.particle_outputs(c, S)
         with torch.inference_mode():
             X = torch.tensor(X0)  # a copy: the caller keeps X0
             noise_t, grad_t, M_t = _tensor(noise), _tensor(grad_u), torch.from_numpy(M)
