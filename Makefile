@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.mfg-installed
 CORES ?= 8
 
-.PHONY: study test bench test-cluster venv clean-results
+.PHONY: study test bench test-cluster venv clean-results clean-cache
 
 venv: $(STAMP)
 
@@ -37,3 +37,7 @@ bench: $(STAMP)
 clean-results:
 	rm -rf results/*
 	touch results/.gitkeep
+
+# compiled code (numba, jax) and the solve cache the workflow keeps (config key cache_dir)
+clean-cache:
+	rm -rf .cache/mfg-study

@@ -4,8 +4,9 @@
 #   snakemake --cores 8 --configfile config/studies/large.yaml
 #   snakemake --report results/default/snakemake-report.html   # Snakemake's own report
 #
-# Stages (one rules file each): setup (problem stores) -> solve (one job per problem x fp x coupling
-# x backend) -> mass_conservation, compare_coupling, compare_backends, fields -> report.
+# Stages (one rules file each): setup (problem stores) -> solve (one job per problem x fp x backend,
+# its couplings in one process) -> mass_conservation, compare_coupling, compare_backends, fields;
+# the study kinds (studies.smk: convergence, sweep, scaling) -> report.
 
 from snakemake.utils import min_version
 
@@ -30,6 +31,7 @@ include: "workflow/rules/mass_conservation.smk"
 include: "workflow/rules/compare_coupling.smk"
 include: "workflow/rules/compare_backends.smk"
 include: "workflow/rules/fields.smk"
+include: "workflow/rules/studies.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -227,6 +227,21 @@ def _quiet_timestamp() -> Iterator[None]:
         yield
 
 
+def open_runs(keys, *, load: bool = True) -> list[tuple[dict, Any]]:
+    """``(run key, dataset)`` of each run key that carries its ``store`` path (the workflow's
+    ``params.runs``); the key without the path."""
+    return [({k: v for k, v in key.items() if k != "store"}, open_store(key["store"], load=load))
+            for key in keys]
+
+
+def update_attrs(store: str | os.PathLike, attrs: Mapping[str, Any]) -> None:
+    """Set attributes of a store in place (JSON-clean; the metadata file is rewritten whole)."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+", zarr_format=3)
+    group.attrs.update(json_clean(dict(attrs), name="attrs"))
+
+
 def _identity(path: Path):
     """Which store sits at ``path`` now (inodes are reused, so also the metadata's write time)."""
     try:

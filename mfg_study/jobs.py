@@ -48,6 +48,25 @@ def job_log(path: str | os.PathLike, *, level: int = logging.INFO) -> Iterator[A
         handler.close()
 
 
+def use_caches(cache_dir: str | os.PathLike) -> Path:
+    """Make JIT work persist under ``cache_dir``: numba's on-disk cache (``NUMBA_CACHE_DIR``) and
+    jax's persistent compilation cache (every compilation kept, however short). Call it before
+    numba or jax is imported. Both write their entries atomically, so parallel jobs may share them."""
+    root = Path(cache_dir).absolute()
+    (root / "numba").mkdir(parents=True, exist_ok=True)
+    (root / "jax").mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(root / "numba")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(root / "jax")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    if "jax" in sys.modules:  # imported already: its config, not the environment, counts now
+        jax = importlib.import_module("jax")
+        jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return root
+
+
 def set_threads(threads: int) -> int:
     """The one thread policy: every library a job uses runs on ``threads`` threads.
 

@@ -84,6 +84,17 @@ def provenance_attrs(*, config: Mapping[str, Any], run: Mapping[str, Any] | None
     return json_clean(attrs)
 
 
+def restamp(*, config: Mapping[str, Any], run: Mapping[str, Any], repo: str | os.PathLike = ".",
+            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The provenance attributes a store copied from the solve cache gets in this study: the current
+    config, run, git revision and host (the numbers, their wall and compile time and the package
+    versions are the original solve's, whose time ``provenance_created_utc`` keeps)."""
+    attrs = provenance_attrs(config=config, run=run, repo=repo, extra=extra)
+    attrs["provenance_reused_utc"] = attrs.pop("provenance_created_utc")
+    attrs.pop("provenance_package_versions")
+    return attrs
+
+
 def provenance_summary(stores: Iterable[Any]) -> dict[str, Any]:
     """Package versions, git revisions and backends recorded in a study's stores (for the report)."""
     versions: dict[str, set[str]] = {}

@@ -12,7 +12,11 @@ SCHEMA = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow/schemas
 
 # Keys deliberately without a default: a default would be injected by snakemake.utils.validate and
 # override the named problem's own grid value, a run filter, or an mfg_core.anderson default.
-NO_DEFAULT = ("problems.*.grid.", "exclude.*.", "$defs.anderson_options.")
+NO_DEFAULT = ("$defs.problem.grid.", "exclude.*.", "$defs.anderson_options.",
+              # the study kinds' required keys, and optional ones whose absence means "the study's own"
+              "convergence.*.problem", "convergence.*.levels", "convergence.*.fixed",
+              "sweep.*.problem", "sweep.*.parameter", "sweep.*.values", "sweep.*.couplings",
+              "scaling.*.problem", "scaling.*.sizes", "scaling.*.num_particles", "scaling.*.backends")
 
 
 def _walk(node, path=""):
@@ -62,7 +66,7 @@ def test_every_object_rejects_unknown_keys():
 
 def test_enums_match_mfg_core():
     p = SCHEMA["properties"]
-    assert p["problems"]["additionalProperties"]["properties"]["name"]["enum"] == mc.problems.names()
+    assert SCHEMA["$defs"]["problem"]["properties"]["name"]["enum"] == mc.problems.names()
     assert p["backends"]["items"]["enum"] == mc.backends.names()
     assert p["reference_backend"]["enum"] == mc.backends.names()
     assert p["exclude"]["items"]["properties"]["backend"]["enum"] == mc.backends.names()
@@ -73,6 +77,16 @@ def test_enums_match_mfg_core():
     assert p["couplings"]["items"]["enum"] == methods.names("coupling")
     assert p["exclude"]["items"]["properties"]["fp"]["enum"] == methods.names("fp")
     assert p["exclude"]["items"]["properties"]["coupling"]["enum"] == methods.names("coupling")
+    # and the study kinds name the same methods and backends
+    for kind in ("convergence", "sweep", "scaling"):
+        spec = p[kind]["additionalProperties"]["properties"]
+        assert spec["fp"]["enum"] == methods.names("fp"), kind
+        if "coupling" in spec:
+            assert spec["coupling"]["enum"] == methods.names("coupling"), kind
+        if "backend" in spec:
+            assert spec["backend"]["enum"] == mc.backends.names(), kind
+    assert p["sweep"]["additionalProperties"]["properties"]["couplings"]["items"]["enum"] == methods.names("coupling")
+    assert p["scaling"]["additionalProperties"]["properties"]["backends"]["items"]["enum"] == mc.backends.names()
     opts = SCHEMA["$defs"]["anderson_options"]["properties"]
     # the Anderson settings, plus the particle solver's common random numbers for these runs
     assert set(opts) == set(anderson.OPTION_NAMES) - {"depth"} | {"common_random_numbers"}

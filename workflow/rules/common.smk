@@ -3,7 +3,6 @@
 # Everything that can be checked without solving is checked here, at parse time, so that a bad
 # config fails before any job starts and the message names the offending field.
 
-import importlib.util
 import os
 
 import mfg_core.backends
@@ -91,100 +90,39 @@ COUPLINGS = list(config["couplings"])
 BACKENDS = list(config["backends"])
 REFERENCE = config["reference_backend"]
 RESOURCES = config["resources"]
+CACHE_DIR = config["cache_dir"]
 
 if REFERENCE not in BACKENDS:
     _config_error("reference_backend", f"{REFERENCE!r} is not one of the study's backends {BACKENDS}; "
                   "the comparison needs the reference run")
-for _i, _entry in enumerate(config["exclude"]):
-    if "problem" in _entry and _entry["problem"] not in PROBLEMS:
-        _config_error(f"exclude[{_i}].problem", f"{_entry['problem']!r} is not a problem label of this "
-                      f"study ({sorted(PROBLEMS)})")
 
 
-def _build_problems():
-    """Build every problem once (no solve; MFGProblem refuses a grid no machine could hold before it
-    allocates) so unknown or bad parameters fail now, by name."""
-    import mfg_core.problems as mp
+def _planned():
+    """Everything decided from the config before any job (mfg_study.plan); a ConfigError names its field."""
+    from mfg_core.problem import physical_memory
 
-    built = {}
-    for label, spec in PROBLEMS.items():
-        try:
-            built[label] = mp.load(spec["name"], **spec.get("grid", {}), **spec.get("params", {}))
-        except ValueError as exc:
-            _config_error(f"problems.{label}", str(exc))
-    return built
+    from mfg_study import plan
 
-
-BUILT_PROBLEMS = _build_problems()
-
-
-def _check_methods():
-    """Every run's options are resolved by mfg_core's method registry now, so that a bad Anderson
-    option or an FP method that does not run on a backend fails before any job, naming the field."""
-    import mfg_core.methods as mm
-
-    for fp in FP_METHODS:
-        for coupling in COUPLINGS:
-            try:
-                mm.resolve_options(fp, coupling, _method_options(fp, coupling))
-            except ValueError as exc:
-                field = "anderson.options" if "anderson_depth" in mm.get("coupling", coupling).options else "solve"
-                _config_error(field, str(exc))
-
-
-# ---------------------------------------------------------------------------------------------
-# which runs can run here: a backend whose library is missing is reported by name
-def _module_missing(name):
     try:
-        return importlib.util.find_spec(name) is None
-    except ModuleNotFoundError:
-        return True
-
-
-def unavailable_reason(fp, coupling, backend):
-    """``(config field, reason)`` if the run cannot run here, else None: a backend whose library is
-    not installed, or a method the registry says does not run on that backend."""
-    from mfg_core.backends import REGISTRY
-
-    package, library, extra = REGISTRY[backend]
-    if library is not None and _module_missing(library):
-        return "backends", (f"backend {backend!r} needs the package {library!r}, which is not "
-                            f"installed (pip install 'mfg-core[{extra}]')")
-    for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
-        runs_on = mfg_core.methods.get(kind, name).runs_on()
-        if backend not in runs_on:
-            return field, f"{kind} method {name!r} does not run on backend {backend!r} (it runs on {list(runs_on)})"
-    return None
-
-
-def _excluded(run):
-    return any(all(run[k] == v for k, v in entry.items()) for entry in config["exclude"])
-
-
-def _plan():
-    runs, skipped = [], []
-    for problem in PROBLEMS:
+        problems = {label: plan.build_problem(plan.problem_settings(label, spec), f"problems.{label}")
+                    for label, spec in PROBLEMS.items()}
         for fp in FP_METHODS:
             for coupling in COUPLINGS:
-                for backend in BACKENDS:
-                    run = {"problem": problem, "fp": fp, "coupling": coupling, "backend": backend}
-                    if _excluded(run):
-                        continue
-                    why = unavailable_reason(fp, coupling, backend)
-                    if why is None:
-                        runs.append(run)
-                        continue
-                    field, reason = why
-                    if config["skip_unavailable"]:
-                        skipped.append({**run, "reason": reason})
-                    else:
-                        _config_error(field, f"{reason}; remove it from the config, exclude the run, or "
-                                      "set skip_unavailable: true")
-    if not runs:
-        _config_error("problems/fp_methods/couplings/backends", "no run is left after exclusions")
-    return runs, skipped
+                plan.resolved_options(config, fp, coupling,
+                                      field="anderson.options" if "anderson" in coupling else "solve")
+        runs, skipped = plan.plan_runs(config, {k: p.dim for k, p in problems.items()})
+        machine = physical_memory()
+        plan.check_memory(config, runs, problems, machine)
+        kinds = (plan.convergence_plan(config, machine), plan.sweep_plan(config), plan.scaling_plan(config))
+    except plan.ConfigError as exc:
+        _config_error(exc.field, exc.message)
+    return runs, skipped, plan.batches(runs), kinds
 
 
+RUNS, SKIPPED, BATCHES, (CONVERGENCE, SWEEPS, SCALING) = _planned()
+for _s in SKIPPED:
+    logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
+                   f"{_s['reason']}")
 
 
 def _alternatives(names):
@@ -196,119 +134,57 @@ wildcard_constraints:
     fp=_alternatives(mfg_core.methods.names("fp")),
     coupling=_alternatives(mfg_core.methods.names("coupling")),
     backend=_alternatives(mfg_core.backends.names()),
+    label="[A-Za-z][A-Za-z0-9_]*",
 
 
 # ---------------------------------------------------------------------------------------------
 # paths
-def problem_store(problem):
-    return f"{OUT}/problems/{problem}.zarr"
-
-
-def run_store(problem, fp, coupling, backend):
-    return f"{OUT}/runs/{problem}/{fp}/{coupling}/{backend}.zarr"
-
-
-def run_stores(problem=None):
-    """Stores of every planned run (of one problem if given)."""
-    return [run_store(**r) for r in RUNS if problem is None or r["problem"] == problem]
-
-
-def run_keys():
-    """The planned runs as JSON-friendly dicts, in the same order as :func:`run_stores`."""
-    return [dict(r) for r in RUNS]
-
-
-def problem_settings(label):
-    spec = PROBLEMS[label]
-    return {"label": label, "name": spec["name"], "grid": dict(spec.get("grid", {})),
-            "params": dict(spec.get("params", {}))}
-
-
-def _method_options(fp, coupling):
-    """The study's settings for one (fp, coupling) pair, in the method registry's option names.
-
-    The coupling's block may set the particle solver's common_random_numbers (anderson.options);
-    otherwise a coupling that needs a deterministic map (anderson) imposes its own default over the
-    particle block's.
-    """
-    import mfg_core.methods as mm
-
-    options = {"thetaUM": config["solve"]["thetaUM"]}
-    fp_options = mm.get("fp", fp).options
-    if fp_options:
-        options.update({k: config["particle"][k] for k in fp_options if k in config["particle"]})
-    method = mm.get("coupling", coupling)
-    if "anderson_depth" in method.options:
-        block = dict(config["anderson"]["options"])
-        if coupling == "anderson_plain":
-            block.update(config["anderson"]["plain_options"])
-        crn = block.pop("common_random_numbers", method.fp_defaults.get("common_random_numbers"))
-        options.update(anderson_depth=config["anderson"]["depth"], **block)
-        if crn is not None and "common_random_numbers" in fp_options:
-            options["common_random_numbers"] = crn
-    return options
-
-
-def run_settings(wildcards):
-    """Everything a solve depends on, and nothing else: passed as params so edits trigger re-runs.
-
-    ``options`` are the run's method options resolved by mfg_core's registry (every option of the
-    HJB, FP and coupling methods, defaults filled in), so the store records exactly what ran.
-    """
-    import mfg_core.methods as mm
-
-    solve = {k: config["solve"][k] for k in ("max_iterations", "tolerance", "on_divergence", "initial_guess")}
-    if wildcards.fp == "particle":
-        solve["tolerance"] = config["particle"]["tolerance"]
-        solve["max_iterations"] = config["particle"]["max_iterations"]
-    resolved = mm.resolve_options(wildcards.fp, wildcards.coupling, _method_options(wildcards.fp, wildcards.coupling))
-    return {
-        "problem": problem_settings(wildcards.problem),
-        "fp": wildcards.fp,
-        "coupling": wildcards.coupling,
-        "backend": wildcards.backend,
-        "solve": solve,
-        "options": {k: v for kind in ("hjb", "fp", "coupling") for k, v in resolved[kind].items()},
-    }
-
-
-def res(kind, key):
-    return RESOURCES[kind][key]
-
-
-def _check_memory():
-    """Each run's memory, estimated from its grid, particles and coupling method, must fit the solve
-    job's resources.solve.mem_mb (and the machine): refused now, not by the kernel in the job."""
-    import mfg_core.methods as mm
-    from mfg_core.problem import physical_memory
-
-    limit_mb = RESOURCES["solve"]["mem_mb"]
-    machine = physical_memory()
-    for run in RUNS:
-        problem = BUILT_PROBLEMS[run["problem"]]
-        need = mm.memory_estimate(problem, run["fp"], run["coupling"], _method_options(run["fp"], run["coupling"]))
-        name = f"{run['problem']}/{run['fp']}/{run['coupling']}"
-        if machine is not None and need > machine:
-            _config_error(f"problems.{run['problem']}.grid", f"run {name} needs about {need / 2**30:.1f} GiB, "
-                          f"more than this machine has ({machine / 2**30:.1f} GiB); use a coarser grid")
-        if need > limit_mb * 2**20:
-            _config_error("resources.solve.mem_mb", f"run {name} (grid {problem.grid.shape} x {problem.Nt + 1} "
-                          f"times) needs about {need / 2**20:.0f} MB, more than resources.solve.mem_mb = "
-                          f"{limit_mb}; raise it or use a coarser grid")
-
-
-_check_methods()
-RUNS, SKIPPED = _plan()
-_check_memory()
-for _s in SKIPPED:
-    logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
-                   f"{_s['reason']}")
-
-
 TABLES = f"{OUT}/tables"
 FIGURES = f"{OUT}/figures"
 LOGS = f"{OUT}/logs"
 BENCH = f"{OUT}/benchmarks"
+
+
+def problem_store(problem):
+    return f"{OUT}/problems/{problem}.zarr"
+
+
+def batch_dir(problem, fp, backend):
+    """The directory a solve batch writes: one store per coupling, <coupling>.zarr."""
+    return f"{OUT}/runs/{problem}/{fp}/{backend}"
+
+
+def run_store(problem, fp, coupling, backend):
+    return f"{batch_dir(problem, fp, backend)}/{coupling}.zarr"
+
+
+def batch_dirs(problem=None):
+    """The solve batches' directories (of one problem if given): the inputs of the summary stages."""
+    return [batch_dir(*key) for key in BATCHES if problem is None or key[0] == problem]
+
+
+def run_keys(problem=None):
+    """The planned runs as JSON-friendly dicts with their store paths."""
+    return [{**r, "store": run_store(**r)} for r in RUNS if problem is None or r["problem"] == problem]
+
+
+def problem_settings(label):
+    from mfg_study.plan import problem_settings as settings
+
+    return settings(label, PROBLEMS[label])
+
+
+def batch_settings(wildcards):
+    """Every run of one batch with all it depends on (params: an edit re-runs the batches it touches)."""
+    from mfg_study.plan import run_settings
+
+    return [run_settings(config, {"problem": wildcards.problem, "fp": wildcards.fp, "coupling": c,
+                                  "backend": wildcards.backend})
+            for c in BATCHES[(wildcards.problem, wildcards.fp, wildcards.backend)]]
+
+
+def res(kind, key):
+    return RESOURCES[kind][key]
 
 
 def report_inputs():

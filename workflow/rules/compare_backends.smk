@@ -4,7 +4,7 @@
 
 rule compare_backends:
     input:
-        runs=run_stores(),
+        runs=batch_dirs(),
     output:
         table=report(
             f"{TABLES}/backends.csv",

@@ -5,7 +5,7 @@
 rule compare_coupling:
     input:
         runs_table=f"{TABLES}/runs.csv",
-        runs=run_stores(),
+        runs=batch_dirs(),
     output:
         table=report(
             f"{TABLES}/coupling.csv",

@@ -4,7 +4,7 @@
 
 rule plot_fields:
     input:
-        runs=lambda wc: run_stores(wc.problem),
+        runs=lambda wc: batch_dirs(wc.problem),
     output:
         report(
             f"{FIGURES}/fields_{{problem}}.png",
@@ -13,7 +13,7 @@ rule plot_fields:
             labels={"problem": "{problem}"},
         ),
     params:
-        runs=lambda wc: [k for k in run_keys() if k["problem"] == wc.problem],
+        runs=lambda wc: run_keys(wc.problem),
         reference=REFERENCE,
     log:
         f"{LOGS}/fields/{{problem}}.log",

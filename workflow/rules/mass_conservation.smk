@@ -4,7 +4,7 @@
 
 rule mass_conservation:
     input:
-        runs=run_stores(),
+        runs=batch_dirs(),
     output:
         table=report(
             f"{TABLES}/mass_conservation.csv",

@@ -4,7 +4,7 @@
 
 rule runs_table:
     input:
-        runs=run_stores(),
+        runs=batch_dirs(),
     output:
         report(f"{TABLES}/runs.csv", caption="../report/runs.rst", category="Runs"),
     params:
@@ -34,7 +34,13 @@ rule report:
         backend_figures=expand(f"{FIGURES}/backends_{{problem}}.png", problem=PROBLEMS),
         field_figures=expand(f"{FIGURES}/fields_{{problem}}.png", problem=PROBLEMS),
         problems=expand(f"{OUT}/problems/{{problem}}.zarr", problem=PROBLEMS),
-        runs=run_stores(),
+        runs=batch_dirs(),
+        convergence_tables=expand(f"{TABLES}/convergence_{{label}}.csv", label=CONVERGENCE),
+        convergence_figures=expand(f"{FIGURES}/convergence_{{label}}.png", label=CONVERGENCE),
+        sweep_tables=expand(f"{TABLES}/sweep_{{label}}.csv", label=SWEEPS),
+        sweep_figures=expand(f"{FIGURES}/sweep_{{label}}.png", label=SWEEPS),
+        scaling_tables=expand(f"{TABLES}/scaling_{{label}}.csv", label=SCALING),
+        scaling_figures=expand(f"{FIGURES}/scaling_{{label}}.png", label=SCALING),
     output:
         report(f"{OUT}/report.html", caption="../report/report.rst", category="Report"),
     params:
@@ -44,6 +50,9 @@ rule report:
         skipped=SKIPPED,
         reference=REFERENCE,
         config=config,
+        convergence=CONVERGENCE,
+        sweeps=SWEEPS,
+        scaling=SCALING,
     log:
         f"{LOGS}/report.log",
     benchmark:

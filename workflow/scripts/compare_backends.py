@@ -5,7 +5,7 @@ from mfg_study import io, jobs
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_study import report, tables
 
-    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = io.open_runs(snakemake.params.runs)  # noqa: F821
     table = tables.backend_table(runs, reference=snakemake.params.reference)  # noqa: F821
     io.write_csv(table, snakemake.output.table)  # noqa: F821
     for problem, path in zip(snakemake.params.problems, snakemake.output.figures, strict=True):  # noqa: F821

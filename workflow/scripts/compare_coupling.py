@@ -7,7 +7,7 @@ from mfg_study import io, jobs
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_study import report, tables
 
-    runs = [(k, io.open_store(p, load=False)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = io.open_runs(snakemake.params.runs, load=False)  # noqa: F821
     table = tables.coupling_table(pd.read_csv(snakemake.input.runs_table))  # noqa: F821
     io.write_csv(table, snakemake.output.table)  # noqa: F821
     tolerances = {"fdm": snakemake.params.tolerance, "particle": snakemake.params.particle_tolerance}  # noqa: F821

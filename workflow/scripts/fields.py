@@ -5,7 +5,7 @@ from mfg_study import io, jobs
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_study import report
 
-    runs = [(k, io.open_store(p)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = io.open_runs(snakemake.params.runs)  # noqa: F821
     chosen = report.pick_field_runs(runs, reference=snakemake.params.reference)  # noqa: F821
     problem = snakemake.wildcards.problem  # noqa: F821
     if chosen:

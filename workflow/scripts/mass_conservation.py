@@ -5,7 +5,7 @@ from mfg_study import io, jobs
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
     from mfg_study import report, tables
 
-    runs = [(k, io.open_store(p, load=False)) for k, p in zip(snakemake.params.runs, snakemake.input.runs, strict=True)]  # noqa: F821
+    runs = io.open_runs(snakemake.params.runs, load=False)  # noqa: F821
     over_time = tables.mass_over_time(runs)
     over_iterations = tables.mass_over_iterations(runs)
     io.write_csv(tables.mass_table(runs), snakemake.output.table)  # noqa: F821

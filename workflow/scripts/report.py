@@ -23,7 +23,7 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
     problems = {}
     for label, path in zip(sm.params.problems, sm.input.problems, strict=True):
         problems[label] = json.loads(io.open_store(path, load=False).attrs["problem_parameters"])
-    stores = [io.open_store(p, load=False) for p in sm.input.runs]  # attrs only: no field is read
+    stores = [ds for _, ds in io.open_runs(sm.params.runs, load=False)]  # attrs only: no field is read
     prov = provenance.provenance_summary(stores)
 
     def figs(paths, what):
@@ -74,6 +74,21 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
          "tables": [("Backends", backends_df)],
          "figures": figs(sm.input.backend_figures, "Seconds per iteration and compile time")},
     ]
+    def kind_sections(title, text, labels, tables_in, figures_in):
+        return [{"title": f"{title}: {label}", "text": text, "tables": [(label, pd.read_csv(t))],
+                 "figures": [(f"{title}: {label}", f)]}
+                for label, t, f in zip(labels, tables_in, figures_in, strict=True)]
+
+    sections[1:1] = (
+        kind_sections("Convergence", "Errors against the closed form (or the finest grid), observed orders "
+                      "between levels and the mass error per level.", list(sm.params.convergence),
+                      sm.input.convergence_tables, sm.input.convergence_figures)
+        + kind_sections("Sweep", "Per value of the parameter and coupling method: converged or not, iterations, "
+                        "final residual, wall time.", list(sm.params.sweeps), sm.input.sweep_tables,
+                        sm.input.sweep_figures)
+        + kind_sections("Scaling", "Time per Picard iteration after warm-up (median of repeats), compile time "
+                        "apart, speed-up over numpy at each size.", list(sm.params.scaling),
+                        sm.input.scaling_tables, sm.input.scaling_figures))
     what = {
         "Problems (as materialised)": problems,
         "Package versions (from the run stores)": prov["package_versions"],

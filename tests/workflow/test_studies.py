@@ -1,0 +1,104 @@
+"""The study kinds (convergence, sweep, scaling) through the workflow, on tiny inputs."""
+
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+KINDS = {
+    "study": "kinds",
+    "problems": {"crowd": {"name": "congestion", "grid": {"Nx": 12, "Nt": 10}}},
+    "fp_methods": ["fdm"], "couplings": ["damping"], "backends": ["numpy"],
+    "convergence": {"lq": {"problem": {"name": "lq"}, "levels": [16, 32, 64], "coupling": "damping"}},
+    "sweep": {"kappa": {"problem": {"name": "congestion", "grid": {"Nx": 16, "Nt": 16}}, "parameter": "kappa",
+                        "values": [1, 4, 8], "couplings": ["damping", "anderson"], "continuation": True}},
+    "scaling": {"fdm": {"problem": {"name": "congestion"}, "sizes": [16, 32],
+                        "backends": ["numpy", "numba", "jax", "torch"], "iterations": 1, "repeats": 2}},
+    "solve": {"max_iterations": 30, "tolerance": 1e-6},
+}
+
+
+def write(path, cfg):
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def kinds_study(run_snakemake, tmp_path_factory):
+    work = tmp_path_factory.mktemp("kinds")
+    cfg = write(work / "kinds.yaml", KINDS)
+    proc = run_snakemake("--cores", "2", "--configfile", cfg, "--directory", work, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    return work, cfg
+
+
+def test_convergence_of_lq_is_first_order(kinds_study):
+    work, _ = kinds_study
+    t = pd.read_csv(work / "results/kinds/tables/convergence_lq.csv")
+    assert list(t["N"]) == [16, 32, 64] and (t["reference"] == "closed form").all()
+    assert (t["order_U_max"].iloc[1:] >= 0.9).all(), t[["N", "error_U_max", "order_U_max"]]
+    assert (t["error_U_max"].diff().iloc[1:] < 0).all() and (t["mass_error"] < 1e-12).all()
+    assert (work / "results/kinds/figures/convergence_lq.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_sweep_shows_where_damping_fails_and_anderson_does_not(kinds_study):
+    work, _ = kinds_study
+    t = pd.read_csv(work / "results/kinds/tables/sweep_kappa.csv")
+    assert sorted(set(t["coupling"])) == ["anderson", "damping"] and sorted(set(t["value"])) == [1, 4, 8]
+    by = t.set_index(["coupling", "value"])
+    assert by.loc[("damping", 1), "converged"] and not by.loc[("damping", 4), "converged"]
+    assert by.loc[("anderson", 4), "converged"]  # the failure point of damping is not Anderson's
+    assert by.loc[("damping", 4), "warm_start"]  # continuation from the converged kappa = 1
+    assert (work / "results/kinds/figures/sweep_kappa.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_scaling_table_has_every_backend_with_speedups(kinds_study):
+    work, _ = kinds_study
+    t = pd.read_csv(work / "results/kinds/tables/scaling_fdm.csv")
+    assert sorted(set(t["backend"])) == ["jax", "numba", "numpy", "torch"]
+    assert sorted(set(t["size"])) == [16, 32]
+    assert (t["iteration_ms"] > 0).all() and (t["compile_s"] >= 0).all()
+    assert (t.loc[t["backend"] == "numpy", "speedup_vs_numpy"] == 1.0).all()
+    assert t["speedup_vs_numpy"].notna().all()
+
+
+def test_the_report_has_a_section_per_study_kind(kinds_study):
+    work, _ = kinds_study
+    page = (work / "results/kinds/report.html").read_text()
+    for title in ("Convergence: lq", "Sweep: kappa", "Scaling: fdm"):
+        assert title in page
+
+
+def test_rerun_is_a_no_op_and_one_edit_reruns_only_what_depends_on_it(run_snakemake, kinds_study):
+    work, cfg = kinds_study
+    proc = run_snakemake("-n", "--cores", "2", "--configfile", cfg, "--directory", work)
+    assert "Nothing to be done" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    edited = {**KINDS, "sweep": {"kappa": {**KINDS["sweep"]["kappa"], "values": [1, 4, 16]}}}
+    proc = run_snakemake("-n", "--cores", "2", "--configfile", write(work / "edited.yaml", edited),
+                         "--directory", work)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0
+    assert re.search(r"^sweep_solve\s+2$", out, re.M) and re.search(r"^sweep_table\s+1$", out, re.M), out[-3000:]
+    for rule in ("solve", "convergence_solve", "scaling_time"):
+        assert not re.search(rf"^{rule}\s+\d+$", out, re.M), f"{rule} re-ran:\n{out[-3000:]}"
+
+
+@pytest.mark.parametrize("kind, field, message", [
+    ({"convergence": {"c": {"problem": {"name": "lq"}, "levels": [32, 16]}}}, "convergence.c.levels", "increasing"),
+    ({"convergence": {"c": {"problem": {"name": "lq"}, "levels": [16]}}}, "convergence.c.levels", "too short"),
+    ({"sweep": {"s": {"problem": {"name": "congestion"}, "parameter": "kapa", "values": [1]}}},
+     "sweep.s.parameter", "'kapa' is neither"),
+    ({"sweep": {"s": {"problem": {"name": "congestion"}, "parameter": "sigma", "values": [0.2, -1]}}},
+     "sweep.s.values.1", "sigma must be finite and > 0"),
+    ({"scaling": {"x": {"problem": {"name": "congestion"}}}}, "scaling.x.sizes", "grid sizes"),
+    ({"scaling": {"x": {"problem": {"name": "congestion"}, "fp": "particle"}}}, "scaling.x.num_particles",
+     "particle counts"),
+    ({"scaling": {"x": {"problem": {"name": "congestion"}, "sizes": [16], "backends": ["cuda"]}}},
+     "scaling.x.backends.0", "'cuda' is not one of"),
+])
+def test_a_bad_study_kind_is_refused_naming_the_field(run_snakemake, tmp_path, kind, field, message):
+    cfg = write(tmp_path / "bad.yaml", {"study": "bad", "problems": KINDS["problems"], **kind})
+    proc = run_snakemake("-n", "--cores", "1", "--configfile", cfg, "--directory", tmp_path, timeout=120)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"{field}: " in err and message in err, err[-3000:]
