@@ -1,9 +1,9 @@
 r"""Scaling studies: time per Picard iteration against problem size, per backend.
 
 For each size (``Nx = Nt = N`` for a finite-difference FP method, or the particle count on the
-problem's own grid for particles) :func:`time_size` builds the solvers, compiles them (``warmup``:
-its seconds are the compile time, reported apart), runs one untimed iteration, then ``repeats``
-solves of ``iterations`` iterations each with a tolerance nobody reaches; the time per iteration is
+problem's own grid for particles) :func:`time_size` builds the solvers, compiles them (``warmup``,
+which also runs each kernel once at that size: its seconds are the compile time, reported apart),
+then runs ``repeats`` solves of ``iterations`` iterations each with a tolerance nobody reaches; the time per iteration is
 the median over the repeats of wall time / iterations. :func:`scaling_table` adds the speed-up over
 numpy at each size; :func:`figure` draws time per iteration against the work's size (space-time
 nodes, or particles) on log-log axes with an O(size) reference line, so the size where each backend
@@ -51,9 +51,8 @@ def time_size(spec: Mapping[str, Any], backend: str, size: int) -> dict[str, Any
         options["num_particles"] = size
     loop = mc.build(problem, fp=spec["fp"], coupling=spec["coupling"], backend=backend, **options)
     start = time.perf_counter()
-    loop.warmup()
+    loop.warmup()  # compiles, and runs each kernel once at this size
     compile_s = time.perf_counter() - start
-    loop.run(1, 1e-300, warmup=False)
     per_iteration = []
     for _ in range(spec["repeats"]):
         r = loop.run(spec["iterations"], 1e-300, warmup=False)
