@@ -23,7 +23,8 @@ def check_field(name: str, arr, shape: tuple[int, ...]) -> np.ndarray:
     """``arr`` as float64 of ``shape``, finite (``ValueError`` naming ``name`` and where it is not)."""
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape (len(t), len(x)) = {shape}, got {arr.shape}")
+        dims = "(len(t), len(x))" if len(shape) == 2 else "(len(t), len(y), len(x))"
+        raise ValueError(f"{name} must have shape {dims} = {shape}, got {arr.shape}")
     # a sum is finite exactly when every term is (or it overflowed, which the full test then clears):
     # one pass and no temporary instead of a full-size boolean array
     with np.errstate(over="ignore", invalid="ignore"):
