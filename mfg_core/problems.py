@@ -269,7 +269,8 @@ def _evacuation2d_build(p, grid):
         # the (smoothed) straight-line distance to the exit; the HJB finds the way around the pillar
         "terminal_cost": lambda x, y: G * np.sqrt((x - ex) ** 2 + (y - ey) ** 2 + eps2),
         "m0": m0,
-        "obstacle": lambda x, y: (np.abs(x - px) <= hx) & (np.abs(y - py) <= hy),
+        # (the slack keeps nodes on the pillar's edges in it on both sides, so the mask is symmetric)
+        "obstacle": lambda x, y: (np.abs(x - px) <= hx + 1e-9) & (np.abs(y - py) <= hy + 1e-9),
     }
 
 
