@@ -293,6 +293,8 @@ class Particle2DConstants(NamedTuple):
 def particle2d_constants(scheme: Scheme, backend: str, *, bandwidth: float,
                          scale_by_std: bool) -> Particle2DConstants:
     """Validated constants of a 2D particle sweep (a grid with an obstacle is refused)."""
+    require("particle sweep", scheme.grid, backend, dims=(2,))
+    _refuse_obstacle(scheme.grid, backend, "particle sweep")
     kde = kde2d_constants(scheme.grid, backend)
     return Particle2DConstants(kde.axes, scheme.dt, scheme.lam, scheme.sigma, positive("bandwidth", bandwidth),
                                flag("scale_by_std", scale_by_std))
