@@ -5,7 +5,8 @@ r"""One registry of the solver methods: Fokker-Planck methods and coupling metho
     mc.methods.get("coupling", "anderson").options     # option name -> default
 
 Each :class:`Method` says what builds it (an import path, imported on first use), its options with
-their defaults, the backends and dimensions it runs on, and -- for a coupling method -- the defaults
+their defaults, the backends and dimensions it runs on (``backends_by_dim`` narrows the backends for
+a dimension: every built-in method solves 2D problems, on numpy only), and -- for a coupling method -- the defaults
 it imposes on the FP method's options (``anderson`` needs a deterministic map, so its particle
 solver uses common random numbers unless told otherwise). Everything that names methods reads this
 registry: :func:`mfg_core.solve`, the workflow's schema checks and wildcard constraints, the

@@ -66,7 +66,7 @@ class KernelSolver:
 class HJBFDMSolver(KernelSolver):
     """Implicit-Euler, Engquist-Osher upwind HJB solver with Newton at every time step.
 
-    ``solve(M)`` returns ``U`` of shape ``(Nt+1, N)`` with ``U[Nt] = g``; step ``n`` uses the
+    ``solve(M)`` returns ``U`` of shape ``problem.shape`` (``(Nt+1, N)``, in 2D ``(Nt+1, Ny', Nx')``) with ``U[Nt] = g``; step ``n`` uses the
     coupling ``F(M[n+1])``. ``newton_tol`` bounds the dt-scaled Newton residual relative to
     ``max(1, max|u|)``. After a solve, ``newton_iterations`` holds the Newton steps per time step.
     """
