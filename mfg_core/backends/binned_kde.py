@@ -64,10 +64,7 @@ def density_from_counts_2d(counts, spacing, h, periodic, kernel: Callable, xp=np
     ghat = xp.fft.fft(gy)[:, None] * xp.fft.rfft(gx)[None, :]
     dens = xp.fft.irfft2(xp.fft.rfft2(e) * ghat, s=(Py, Px))[:Ky, :Kx]
     dens = xp.maximum(dens, 0.0)
-    wy = xp.full(Ky, spacing[0])
-    wx = xp.full(Kx, spacing[1])
-    if not periodic[0]:
-        wy[[0, -1]] *= 0.5
-    if not periodic[1]:
-        wx[[0, -1]] *= 0.5
-    return dens / (wy @ dens @ wx)
+    # the per-axis mass of each row/column: trapezoidal (Neumann) or uniform (periodic), no in-place update
+    rows = dens.sum(axis=1) if periodic[1] else dens.sum(axis=1) - 0.5 * (dens[:, 0] + dens[:, -1])
+    mass = rows.sum() if periodic[0] else rows.sum() - 0.5 * (rows[0] + rows[-1])
+    return dens / (spacing[0] * spacing[1] * mass)
