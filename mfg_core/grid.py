@@ -12,6 +12,14 @@ Grid. The axes in array order: ``(x,)`` in 1D, ``(y, x)`` in 2D, so a field on t
 ``grid.shape`` and a space-time field ``(len(t), *grid.shape)``. The quadrature weights are the
 tensor product of the axes' weights; the discrete mass of ``m`` is ``sum(weights * m)``.
 
+Obstacle (2D only). ``Grid.obstacle`` is ``None`` or a frozen boolean array of ``grid.shape``, True
+at the *blocked* nodes (where agents cannot be). It is part of the grid, so every kernel built from
+the grid (or a scheme on it) is built for that obstacle. Geometrically the obstacle is the union of
+the control volumes ``[x_i - hx/2, x_i + hx/2] x [y_j - hy/2, y_j + hy/2]`` of the blocked nodes: a
+wall sits at the midpoint of every link between a free and a blocked node, and no flux crosses it.
+The quadrature weights stay those of the rectangle; a density is 0 on blocked nodes, so they add
+nothing to its mass. An all-False mask is stored as ``None`` (no obstacle).
+
 Scheme. The grid plus what time stepping and the equations need: ``T``, ``Nt`` (``dt = T / Nt``,
 ``Nt + 1`` time nodes), ``sigma`` (``nu = sigma**2 / 2``) and the control cost ``lam``.
 """
@@ -84,15 +92,40 @@ class Axis:
         return _frozen(w)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Grid:
-    """The space grid: its axes in array order (``(x,)`` in 1D, ``(y, x)`` in 2D)."""
+    """The space grid: its axes in array order (``(x,)`` in 1D, ``(y, x)`` in 2D), and in 2D an
+    optional obstacle mask (True where blocked; see the module docstring)."""
 
     axes: tuple[Axis, ...]
+    obstacle: np.ndarray | None = None
 
     def __post_init__(self):
         if not 1 <= len(self.axes) <= 2:
             raise ValueError(f"a grid has 1 or 2 axes, got {len(self.axes)}")
+        if self.obstacle is not None:
+            if len(self.axes) != 2:
+                raise ValueError("obstacle: only a 2D grid can have an obstacle")
+            mask = np.asarray(self.obstacle)
+            if mask.dtype != np.bool_:
+                raise ValueError(f"obstacle must be a boolean mask (True where blocked), got dtype {mask.dtype}")
+            if mask.shape != self.shape:
+                raise ValueError(f"obstacle mask must have the grid's shape (Ny', Nx') = {self.shape}, "
+                                 f"got {mask.shape}")
+            if mask.all():
+                raise ValueError("obstacle blocks every node of the grid: agents have nowhere to be")
+            # a private frozen copy: the caller's array can change, the grid cannot
+            object.__setattr__(self, "obstacle", _frozen(mask.copy()) if mask.any() else None)
+
+    def __eq__(self, other):
+        if not isinstance(other, Grid):
+            return NotImplemented
+        if self.axes != other.axes or (self.obstacle is None) != (other.obstacle is None):
+            return False
+        return self.obstacle is None or bool(np.array_equal(self.obstacle, other.obstacle))
+
+    def __hash__(self):
+        return hash((self.axes, None if self.obstacle is None else self.obstacle.tobytes()))
 
     @property
     def dim(self) -> int:
@@ -135,6 +168,13 @@ class Grid:
         for a in self.axes[1:]:
             w = np.multiply.outer(w, a.weights)
         return _frozen(np.array(w))
+
+    @cached_property
+    def free(self) -> np.ndarray:
+        """Boolean array of ``shape``: True where agents can be (everywhere without an obstacle)."""
+        if self.obstacle is None:
+            return _frozen(np.ones(self.shape, dtype=bool))
+        return _frozen(~self.obstacle)
 
     @cached_property
     def coords(self) -> dict[str, np.ndarray]:
@@ -190,6 +230,14 @@ class Scheme:
 def line(lo: float, hi: float, intervals: int, boundary: str = "neumann", name: str = "x") -> Grid:
     """A 1D grid."""
     return Grid((Axis(name, float(lo), float(hi), int(intervals), boundary),))
+
+
+def rectangle(xmin: float, xmax: float, Nx: int, ymin: float, ymax: float, Ny: int,
+              boundary: tuple[str, str] = ("neumann", "neumann"), obstacle: np.ndarray | None = None) -> Grid:
+    """A 2D grid on ``[xmin, xmax] x [ymin, ymax]``; ``boundary = (x_bc, y_bc)``; axes in array order (y, x)."""
+    bx, by = boundary
+    return Grid((Axis("y", float(ymin), float(ymax), int(Ny), by), Axis("x", float(xmin), float(xmax), int(Nx), bx)),
+                obstacle)
 
 
 def grid_from_nodes(nodes, boundary: str = "neumann") -> Grid:

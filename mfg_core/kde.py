@@ -32,17 +32,23 @@ from . import validation
 from .backends import Backend, get_backend
 from .grid import BOUNDARIES, grid_from_nodes
 
-__all__ = ["kde_on_grid", "bandwidth_factor", "BANDWIDTH_RULES", "check_grid"]
+__all__ = ["kde_on_grid", "kde_on_grid_2d", "bandwidth_factor", "BANDWIDTH_RULES", "check_grid"]
 
 BANDWIDTH_RULES = ("scott", "silverman")
 
 
-def bandwidth_factor(rule: str, n: int) -> float:
-    """The factor ``h / std`` of a bandwidth rule for ``n`` samples (scipy's definitions, d = 1)."""
-    if rule == "scott":
-        return float(n) ** (-0.2)
-    if rule == "silverman":
-        return (0.75 * n) ** (-0.2)
+def bandwidth_factor(rule: str, n: int, d: int = 1) -> float:
+    """The factor ``h / std`` of a bandwidth rule for ``n`` samples in ``d`` dimensions (scipy's
+    definitions: Scott ``n^(-1/(d+4))``, Silverman ``(n (d+2)/4)^(-1/(d+4))``)."""
+    if d == 1:  # the 1D expressions as they always were (same floating-point numbers)
+        if rule == "scott":
+            return float(n) ** (-0.2)
+        if rule == "silverman":
+            return (0.75 * n) ** (-0.2)
+    elif rule == "scott":
+        return float(n) ** (-1.0 / (d + 4))
+    elif rule == "silverman":
+        return (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
     raise ValueError(f"bandwidth must be a positive number or one of {BANDWIDTH_RULES}, got {rule!r}")
 
 
@@ -141,4 +147,54 @@ def kde_on_grid(samples, grid, bandwidth: str | float = "scott", backend: str | 
     dens = np.asarray(dens, dtype=np.float64)
     if not np.all(np.isfinite(dens)):
         raise FloatingPointError(f"kde_on_grid on backend {be.name!r} produced NaN or inf")
+    return dens
+
+
+def kde_on_grid_2d(samples, x, y, bandwidth: str | float = "scott", backend: str | Backend | None = "numpy",
+                   boundary: str | tuple[str, str] = "neumann") -> np.ndarray:
+    """Gaussian product-kernel KDE of 2D ``samples`` ``(N, 2)``, columns ``(x, y)``, at the nodes of the
+    uniform grids ``x`` and ``y``: returns ``(len(y), len(x))`` values of discrete mass 1.
+
+    ``boundary`` is one name or ``(x_bc, y_bc)``: a Neumann axis reflects the kernel at its walls
+    (samples must lie in ``[x[0], x[-1]]``), a periodic one wraps it (samples are wrapped into the
+    period ``len(x) dx``). Bandwidth per axis: a number (both axes), or ``"scott"`` / ``"silverman"``
+    (d = 2 factors) times each axis' spread. Numerics: :mod:`mfg_core.backends.numpy.particles2d`.
+    """
+    from .grid import Axis, Grid
+    from .problem import _boundary_pair
+
+    bx, by = _boundary_pair(boundary)
+    a = np.asarray(samples)
+    if np.iscomplexobj(a) or a.ndim != 2 or a.shape[1] != 2 or a.shape[0] == 0:
+        raise ValueError(f"samples must be a non-empty real array of shape (N, 2) (columns x, y), got shape {a.shape}")
+    cols = [_vector("samples", a[:, k]) for k in (1, 0)]  # array order (y, x)
+    axes = []
+    for name, nodes, bc, k in (("y", y, by, 0), ("x", x, bx, 1)):
+        lo, h, K = check_grid(nodes)
+        if bc == "periodic":
+            axes.append(Axis(name, lo, lo + K * h, K, "periodic"))
+            cols[k] = lo + np.mod(cols[k] - lo, K * h)
+        else:
+            hi = lo + (K - 1) * h
+            slack = 1e-12 * max(1.0, abs(lo), abs(hi))
+            outside = (cols[k] < lo - slack) | (cols[k] > hi + slack)
+            if np.any(outside):
+                i = int(np.flatnonzero(outside)[0])
+                raise ValueError(f"samples must lie in [{name}[0], {name}[-1]] = [{lo:.6g}, {hi:.6g}] on a "
+                                 f"Neumann axis, got {name} = {cols[k][i]!r} (sample {i})")
+            cols[k] = np.clip(cols[k], lo, hi)
+            axes.append(Axis(name, lo, hi, K - 1, "neumann"))
+    X = np.column_stack(cols)
+    bw = check_bandwidth(bandwidth)
+    if isinstance(bw, str):
+        if X.shape[0] < 2 or np.any(np.ptp(X, axis=0) == 0):
+            raise ValueError(f"bandwidth={bw!r} needs samples with a positive spread along both axes; "
+                             "give a numeric bandwidth")
+        h, scale = bandwidth_factor(bw, X.shape[0], 2), True
+    else:
+        h, scale = bw, False
+    be = get_backend(backend)
+    dens = np.asarray(be.make_kde(Grid(tuple(axes)))(X, h, scale), dtype=np.float64)
+    if not np.all(np.isfinite(dens)):
+        raise FloatingPointError(f"kde_on_grid_2d on backend {be.name!r} produced NaN or inf")
     return dens

@@ -5,7 +5,8 @@ r"""One registry of the solver methods: Fokker-Planck methods and coupling metho
     mc.methods.get("coupling", "anderson").options     # option name -> default
 
 Each :class:`Method` says what builds it (an import path, imported on first use), its options with
-their defaults, the backends and dimensions it runs on, and -- for a coupling method -- the defaults
+their defaults, the backends and dimensions it runs on (``backends_by_dim`` narrows the backends for
+a dimension: every built-in method solves 2D problems, on numpy only), and -- for a coupling method -- the defaults
 it imposes on the FP method's options (``anderson`` needs a deterministic map, so its particle
 solver uses common random numbers unless told otherwise). Everything that names methods reads this
 registry: :func:`mfg_core.solve`, the workflow's schema checks and wildcard constraints, the
@@ -36,6 +37,8 @@ class Method:
     options: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] | None = None  # None: every registered backend
     dims: tuple[int, ...] = (1,)
+    #: per dimension, the backends it runs on there, where fewer than ``backends`` (2D: numpy only)
+    backends_by_dim: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
     #: extra float64 space-time fields the method holds, from its resolved options (memory estimate)
     extra_fields: Callable[[Mapping[str, Any]], int] | None = None
@@ -45,8 +48,12 @@ class Method:
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
 
-    def runs_on(self) -> tuple[str, ...]:
-        return tuple(self.backends) if self.backends is not None else tuple(_backends.names())
+    def runs_on(self, dim: int | None = None) -> tuple[str, ...]:
+        """The backends it runs on (in ``dim`` dimensions, if given)."""
+        every = tuple(self.backends) if self.backends is not None else tuple(_backends.names())
+        if dim is not None and dim in self.backends_by_dim:
+            return tuple(b for b in every if b in self.backends_by_dim[dim])
+        return every
 
     def check(self, backend: str, dim: int) -> None:
         """Refuse a backend or dimension this method does not run on, naming both."""
@@ -56,6 +63,9 @@ class Method:
         if dim not in self.dims:
             raise ValueError(f"{self.kind} method {self.name!r} does not solve {dim}D problems "
                              f"(it solves {', '.join(f'{d}D' for d in self.dims)})")
+        if backend not in self.runs_on(dim):
+            raise ValueError(f"{self.kind} method {self.name!r} solves {dim}D problems only on backend(s) "
+                             f"{list(self.runs_on(dim))}, not on {backend!r}")
 
 
 _REGISTRY: dict[str, dict[str, Method]] = {kind: {} for kind in KINDS}
@@ -119,7 +129,8 @@ def memory_estimate(problem, fp: str, coupling: str, options: Mapping[str, Any])
 
 
 # ---------------------------------------------------------------------------------------------
-# the built-in methods
+# the built-in methods: all of them solve 2D problems too, on the numpy reference only
+_2D = dict(dims=(1, 2), backends_by_dim={2: ("numpy",)})
 _ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
                          beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
                          restart_on_reject=False, positivity=True)
@@ -132,23 +143,23 @@ def _anderson_fields(options: Mapping[str, Any]) -> int:
 
 register(Method("hjb", "fdm", "mfg_core.solvers:HJBFDMSolver",
                 "Implicit Euler, Engquist-Osher upwinding, Newton with the exact Jacobian per step.",
-                options=dict(newton_tol=1e-12, newton_maxiter=50)))
+                options=dict(newton_tol=1e-12, newton_maxiter=50), **_2D))
 register(Method("fp", "fdm", "mfg_core.solvers:FPFDMSolver",
-                "Finite differences: the discrete adjoint of the linearised HJB (exact mass, m >= 0)."))
+                "Finite differences: the discrete adjoint of the linearised HJB (exact mass, m >= 0).", **_2D))
 register(Method("fp", "particle", "mfg_core.particles:FPParticleSolver",
                 "Euler-Maruyama particles and a binned FFT kernel density estimate.",
-                options=dict(num_particles=10_000, seed=0, bandwidth="scott", common_random_numbers=True)))
+                options=dict(num_particles=10_000, seed=0, bandwidth="scott", common_random_numbers=True), **_2D))
 register(Method("coupling", "damping", "mfg_core.rules:Damping",
                 "Picard iteration, both fields damped with thetaUM after U* = HJB(M), M* = FP(U*).",
-                options=dict(thetaUM=0.5)))
+                options=dict(thetaUM=0.5), **_2D))
 register(Method("coupling", "damping_gs", "mfg_core.rules:DampingGS",
                 "Picard iteration, the FP solve sees the relaxed U_{k+1} = (1-thetaUM) U_k + thetaUM HJB(M_k).",
-                options=dict(thetaUM=0.5)))
+                options=dict(thetaUM=0.5), **_2D))
 register(Method("coupling", "anderson", "mfg_core.rules:Anderson",
                 "Type-II Anderson acceleration with safeguards (residual check, positivity).",
                 options=_ANDERSON_OPTIONS, fp_defaults={"common_random_numbers": True},
-                extra_fields=_anderson_fields))
+                extra_fields=_anderson_fields, **_2D))
 register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 "Type-II Anderson with every safeguard off, as the seed library ran it.",
                 options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False},
-                fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields))
+                fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields, **_2D))

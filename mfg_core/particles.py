@@ -34,6 +34,18 @@ stream, so the result does not depend on the chunking.
 The error of ``M`` is the Monte-Carlo/KDE trade-off: bias ``~ h^2 m''/2`` (plus ``dx^2/6`` binning
 smoothing and the ``O(dt)`` weak error of Euler-Maruyama) and standard deviation
 ``~ sqrt(m / (2 sqrt(pi) N h))``; Scott's rule ``h ~ N^(-1/5)`` balances them at ``O(N^(-2/5))``.
+
+Two dimensions (numpy backend). The same scheme per axis on the rectangle: ``dX = -grad u / lam dt +
+sigma dW`` in R^2, the nodal gradient by centred differences along each axis (the normal component
+0 on a Neumann wall), interpolated bilinearly, each coordinate reflected or wrapped by its axis'
+rule, and the 2D binned FFT KDE (:mod:`mfg_core.backends.numpy.particles2d`: bilinear binning,
+product Gaussian, mirrored on Neumann axes, wrapped on periodic ones; a bandwidth per axis, Scott
+``N^(-1/6)`` / Silverman factors for d = 2). Initial particles are exact samples of the bilinear
+interpolant of ``m_init``: a cell with probability its mass, then the ``y`` fraction from the cell's
+(linear) marginal and the ``x`` fraction from the (linear) conditional, each by the 1D quadratic
+inversion. ``diagnostics["bandwidth"]`` is ``(Nt, 2)``, ``(h_y, h_x)``; ``reflected_fraction``
+counts particles that crossed a wall or a periodic seam (``wrapped_fraction`` if both axes are
+periodic). A problem with an obstacle is refused: particles reflect only at the rectangle's walls.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from .kde import bandwidth_factor, check_bandwidth
 from .problem import MFGProblem
 from .solvers import KernelSolver, check_field, check_problem
 
-__all__ = ["FPParticleSolver", "sample_piecewise_linear", "grid_gradient"]
+__all__ = ["FPParticleSolver", "sample_piecewise_linear", "sample_bilinear", "grid_gradient", "grid_gradient_2d"]
 
 #: the Brownian increments are drawn (and handed to the kernel) in chunks of at most this many numbers
 CHUNK_NUMBERS = 2**23
@@ -86,6 +98,54 @@ def sample_piecewise_linear(density: np.ndarray, xmin: float, dx: float, periodi
     return X
 
 
+def _linear_fraction(a: np.ndarray, b: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """The fraction ``f`` in [0, 1] where the linear density from ``a`` to ``b`` on [0, 1] has mass
+    ``u`` times its total (cancellation-free root, as :func:`sample_piecewise_linear`)."""
+    q = u * 0.5 * (a + b)
+    disc = np.maximum(a * a + 2.0 * (b - a) * q, 0.0)
+    den = a + np.sqrt(disc)
+    f = np.divide(2.0 * q, den, out=np.zeros_like(q), where=den > 0)
+    return np.clip(f, 0.0, 1.0)
+
+
+def sample_bilinear(density: np.ndarray, lo: tuple[float, float], h: tuple[float, float],
+                    periodic: tuple[bool, bool], uniforms: np.ndarray) -> np.ndarray:
+    """Map ``uniforms`` ``(N, 3)`` in [0, 1) to exact samples ``(N, 2)``, columns ``(y, x)``, of the
+    bilinear interpolant of ``density`` ``(Ky, Kx)``; ``lo``, ``h``, ``periodic`` are ``(y, x)``
+    pairs (a periodic axis has the extra cell from its last node to the image of node 0)."""
+    m = np.asarray(density, dtype=np.float64)
+    if periodic[0]:
+        m = np.concatenate([m, m[:1]], axis=0)
+    if periodic[1]:
+        m = np.concatenate([m, m[:, :1]], axis=1)
+    a, b, c, d = m[:-1, :-1], m[:-1, 1:], m[1:, :-1], m[1:, 1:]  # corners (y0 x0, y0 x1, y1 x0, y1 x1)
+    cell = 0.25 * (a + b + c + d)
+    cdf = np.cumsum(cell.ravel())
+    u = np.asarray(uniforms, dtype=np.float64)
+    r = u[:, 0] * cdf[-1]
+    k = np.minimum(np.searchsorted(cdf, r, side="right"), cdf.size - 1)  # never a cell of zero mass
+    a, b, c, d = (z.ravel()[k] for z in (a, b, c, d))
+    fy = _linear_fraction(a + b, c + d, u[:, 1])  # the cell's marginal in y is linear
+    fx = _linear_fraction((1.0 - fy) * a + fy * c, (1.0 - fy) * b + fy * d, u[:, 2])
+    jy, jx = np.divmod(k, cell.shape[1])
+    Y = lo[0] + (jy + fy) * h[0]
+    X = lo[1] + (jx + fx) * h[1]
+    K = density.shape
+    if periodic[0]:
+        Y = np.where(Y >= lo[0] + K[0] * h[0], Y - K[0] * h[0], Y)
+    if periodic[1]:
+        X = np.where(X >= lo[1] + K[1] * h[1], X - K[1] * h[1], X)
+    return np.column_stack([Y, X])
+
+
+def grid_gradient_2d(U: np.ndarray, dy: float, dx: float, periodic: tuple[bool, bool]) -> np.ndarray:
+    """``(u_y, u_x)`` by centred differences on ``(..., Ky, Kx)``: shape ``(..., 2, Ky, Kx)``
+    (the normal component 0 on a Neumann wall, wrapped on a periodic axis)."""
+    gx = grid_gradient(U, dx, periodic[1])
+    gy = np.swapaxes(grid_gradient(np.swapaxes(U, -1, -2), dy, periodic[0]), -1, -2)
+    return np.stack([gy, gx], axis=-3)
+
+
 def grid_gradient(U: np.ndarray, dx: float, periodic: bool) -> np.ndarray:
     """Centred-difference ``u_x`` at the nodes along the last axis (0 on Neumann walls, wrapped if periodic)."""
     if periodic:
@@ -118,6 +178,9 @@ class FPParticleSolver(KernelSolver):
                  backend: str | Backend | None = "numpy", bandwidth: str | float = "scott",
                  common_random_numbers: bool = True):
         check_problem(problem)
+        if problem.dim == 2 and problem.grid.obstacle is not None:
+            raise ValueError("FPParticleSolver: the problem has an obstacle, and particles reflect only at the "
+                             "walls of the rectangle (not at obstacles); solve it with fp='fdm' (FPFDMSolver)")
         num_particles = validation.integer("num_particles", num_particles, 1)
         seed = validation.integer("seed", seed, 0)
         bw = check_bandwidth(bandwidth)
@@ -139,10 +202,12 @@ class FPParticleSolver(KernelSolver):
     # ------------------------------------------------------------------------------------------
     def _bandwidth_args(self) -> tuple[float, bool]:
         if isinstance(self.bandwidth, str):
-            return bandwidth_factor(self.bandwidth, self.num_particles), True
+            return bandwidth_factor(self.bandwidth, self.num_particles, self.problem.dim), True
         return float(self.bandwidth), False
 
     def _run(self, U: np.ndarray, rng: np.random.Generator):
+        if self.problem.dim == 2:
+            return self._run_2d(U, rng)
         p = self.problem
         N = self.num_particles
         X = sample_piecewise_linear(p.m_init, p.xmin, p.dx, p.periodic, rng.random(N))
@@ -163,6 +228,42 @@ class FPParticleSolver(KernelSolver):
             hs[start:stop] = np.asarray(hc, dtype=np.float64)
         return np.asarray(X, dtype=np.float64), M, crossed, hs
 
+    def _run_2d(self, U: np.ndarray, rng: np.random.Generator):
+        p = self.problem
+        N = self.num_particles
+        ay, ax = p.grid.axes
+        X = sample_bilinear(p.m_init, (ay.lo, ax.lo), (ay.spacing, ax.spacing), p.grid.periodic, rng.random((N, 3)))
+        grad = grid_gradient_2d(U[:-1], ay.spacing, ax.spacing, p.grid.periodic)
+        M = np.empty(p.shape)
+        M[0] = p.m_init
+        crossed = np.zeros(p.Nt, dtype=np.int64)
+        hs = np.full((p.Nt, 2), np.nan)
+        chunks = math.ceil(p.Nt * N * 2 / CHUNK_NUMBERS)
+        size = math.ceil(p.Nt / chunks)
+        for start in range(0, p.Nt, size):
+            stop = min(start + size, p.Nt)
+            noise = rng.standard_normal((stop - start, N, 2))
+            X, Mc, cc, hc = self._kernel(X, noise, grad[start:stop])
+            M[start + 1:stop + 1] = np.asarray(Mc, dtype=np.float64)
+            crossed[start:stop] = np.asarray(cc)
+            hs[start:stop] = np.asarray(hc, dtype=np.float64)
+        return np.asarray(X, dtype=np.float64), M, crossed, hs
+
+    def _inside(self, X: np.ndarray) -> tuple[bool, str]:
+        """Are the final positions finite and inside the domain? (and the domain, for the message)"""
+        p = self.problem
+        if not np.all(np.isfinite(X)):
+            return False, ""
+        if p.dim == 1:
+            hi = p.xmin + (p.Nx * p.dx)
+            return bool(X.min() >= p.xmin and X.max() <= hi), f"[{p.xmin}, {hi}]"
+        ok, parts = True, []
+        for k, a in enumerate(p.grid.axes):
+            hi = a.lo + a.intervals * a.spacing
+            ok &= bool(X[:, k].min() >= a.lo and X[:, k].max() <= hi)
+            parts.append(f"{a.name} in [{a.lo}, {hi}]")
+        return ok, ", ".join(parts)
+
     def solve(self, U: np.ndarray) -> np.ndarray:
         """Move the particles in the drift ``-U_x / lam``; returns ``M`` of shape ``problem.shape``."""
         p = self.problem
@@ -175,11 +276,11 @@ class FPParticleSolver(KernelSolver):
             raise NonFiniteError(f"particle FP solve on backend {self.backend.name!r} produced NaN or inf "
                                    f"(bandwidths {hs.min():.3g}..{hs.max():.3g})")
         # the kernels neither create nor lose particles, and fold them all into the domain
-        if X.shape != (self.num_particles,):
-            raise RuntimeError(f"particle count changed: {X.shape} != ({self.num_particles},)")
-        hi = p.xmin + (p.Nx * p.dx)
-        if not (np.all(np.isfinite(X)) and X.min() >= p.xmin and X.max() <= hi):
-            raise RuntimeError(f"particles left the domain [{p.xmin}, {hi}] (backend {self.backend.name!r})")
+        if X.shape[0] != self.num_particles:
+            raise RuntimeError(f"particle count changed: {X.shape[0]} != {self.num_particles}")
+        inside, domain = self._inside(X)
+        if not inside:
+            raise RuntimeError(f"particles left the domain {domain} (backend {self.backend.name!r})")
         label = "wrapped_fraction" if p.periodic else "reflected_fraction"
         self.diagnostics = {
             "mass": p.mass(M),

@@ -101,6 +101,11 @@ class FixedPointResult:
                 # stored on t: the value of the step that ends at t_n (NaN at t_0)
                 data_vars[key] = (("t",), np.concatenate([[np.nan], values]),
                                   {"long_name": f"{key} of the step ending at t (last FP solve)"})
+            elif values.shape == (self.t.size - 1, len(self.space_dims)) and len(self.space_dims) > 1:
+                # one value per axis (2D particle bandwidths): on (t, axis), axis = ("y", "x")
+                pad = np.full((1, values.shape[1]), np.nan)
+                data_vars[key] = (("t", "axis"), np.concatenate([pad, values]),
+                                  {"long_name": f"{key} per axis of the step ending at t (last FP solve)"})
         if "weights" in self.problem:
             data_vars["mass"] = (("t",), self.mass, {"long_name": "discrete mass"})
         attrs: dict[str, Any] = {
@@ -121,6 +126,8 @@ class FixedPointResult:
         for key, value in self.extra.items():
             attrs[key] = _json_attr(value)
         coords = {"iteration": it, **self.coords}
+        if any("axis" in v[0] for v in data_vars.values()):
+            coords["axis"] = list(self.space_dims)
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 

@@ -23,7 +23,8 @@ def check_field(name: str, arr, shape: tuple[int, ...]) -> np.ndarray:
     """``arr`` as float64 of ``shape``, finite (``ValueError`` naming ``name`` and where it is not)."""
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != shape:
-        raise ValueError(f"{name} must have shape (len(t), len(x)) = {shape}, got {arr.shape}")
+        dims = "(len(t), len(x))" if len(shape) == 2 else "(len(t), len(y), len(x))"
+        raise ValueError(f"{name} must have shape {dims} = {shape}, got {arr.shape}")
     # a sum is finite exactly when every term is (or it overflowed, which the full test then clears):
     # one pass and no temporary instead of a full-size boolean array
     with np.errstate(over="ignore", invalid="ignore"):
@@ -65,7 +66,7 @@ class KernelSolver:
 class HJBFDMSolver(KernelSolver):
     """Implicit-Euler, Engquist-Osher upwind HJB solver with Newton at every time step.
 
-    ``solve(M)`` returns ``U`` of shape ``(Nt+1, N)`` with ``U[Nt] = g``; step ``n`` uses the
+    ``solve(M)`` returns ``U`` of shape ``problem.shape`` (``(Nt+1, N)``, in 2D ``(Nt+1, Ny', Nx')``) with ``U[Nt] = g``; step ``n`` uses the
     coupling ``F(M[n+1])``. ``newton_tol`` bounds the dt-scaled Newton residual relative to
     ``max(1, max|u|)``. After a solve, ``newton_iterations`` holds the Newton steps per time step.
     """

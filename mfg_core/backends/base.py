@@ -13,7 +13,8 @@ A factory validates the :class:`~mfg_core.grid.Scheme` (or grid) and the setting
 (:mod:`mfg_core.backends.checks`) and returns a kernel that closes over the constants; kernels take
 and return plain float64 numpy arrays (a backend converts to its own array type inside), so the
 solvers stay backend-agnostic and the numerics are identical. A factory refuses a grid dimension it
-has no kernel for, naming the backend: nothing falls back to another backend.
+has no kernel for, naming the backend: nothing falls back to another backend. numpy's factories
+dispatch on ``scheme.grid.dim`` (2D: ``fdm2d.py``, ``particles2d.py``); the other backends are 1D only.
 """
 
 from __future__ import annotations

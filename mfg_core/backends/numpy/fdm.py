@@ -1,5 +1,8 @@
 r"""Reference finite-difference kernels (numpy): the backward HJB sweep and the forward FP sweep.
 
+This module states the 1D scheme; the factories dispatch on ``scheme.grid.dim`` and return the 2D
+kernels of :mod:`mfg_core.backends.numpy.fdm2d` (the same scheme per axis) for a 2D grid.
+
 Grid and boundary
 -----------------
 Nodes ``x_i``, ``i = 0..N-1``, spacing ``dx``. ``neumann``: vertex-centred, ``x_0 = xmin`` and
@@ -151,6 +154,11 @@ def hjb_step(unext, source, c: checks.FDMConstants):
     return u, -c.newton_maxiter
 
 
+def _dim(scheme) -> int:
+    """The grid dimension of ``scheme`` (1 for anything else: the 1D checks then refuse it)."""
+    return getattr(getattr(scheme, "grid", None), "dim", 1)
+
+
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     """The backward HJB sweep on ``scheme``: ``sweep(source, terminal) -> (U, newton_its)``.
 
@@ -159,6 +167,10 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     ``(Nt+1, N)``; ``newton_its[n]`` counts the Newton iterations of step ``n`` (negative where the
     tolerance was not reached).
     """
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter)
     c = checks.fdm_constants(scheme, "numpy", "HJB sweep", newton_tol, newton_maxiter)
 
     def sweep(source, terminal):
@@ -182,6 +194,10 @@ def make_fp_sweep(scheme):
     ``U`` has shape ``(Nt+1, N)``; step ``n`` (``t_n -> t_{n+1}``) uses the drift of ``U[n]``.
     ``mu`` has shape ``(Nt+1, N)``; ``sum(mu[n])`` equals ``sum(mu0)`` to round-off.
     """
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_fp_sweep(scheme)
     c = checks.fdm_constants(scheme, "numpy", "FP sweep")
 
     def sweep(U, mu0):

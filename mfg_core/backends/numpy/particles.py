@@ -4,6 +4,7 @@ Every backend's ``particles.py`` implements the same two kernel factories with t
 ``make_kde(grid) -> kde(samples, bandwidth, scale_by_std)`` and ``make_particle_sweep(scheme, ...)
 -> sweep(X0, noise, grad_u)``, so that the results agree to round-off; this module is the reference
 and states the numerics. Constants and host-side rules they share: :mod:`mfg_core.backends.kde_rules`.
+The factories dispatch on the grid's dimension: 2D kernels are :mod:`mfg_core.backends.numpy.particles2d`.
 
 Grid
 ----
@@ -124,6 +125,10 @@ def make_kde(grid):
     """Binned FFT KDE on ``grid``: ``kde(samples, bandwidth, scale_by_std)`` -> density on the nodes
     (mass 1). Samples must lie in the domain; ``h = bandwidth``, or ``bandwidth * spread`` if
     ``scale_by_std``."""
+    if getattr(grid, "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_kde(grid)
     c = checks.kde_constants(grid, "numpy")
 
     def kde(samples, bandwidth, scale_by_std):
@@ -162,6 +167,10 @@ def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
     after each step (mass 1), the number of particles reflected/wrapped in each step (S,) and the
     bandwidth of each density (S,).
     """
+    if getattr(getattr(scheme, "grid", None), "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_particle_sweep(scheme, bandwidth=bandwidth, scale_by_std=scale_by_std)
     c = checks.particle_constants(scheme, "numpy", bandwidth=bandwidth, scale_by_std=scale_by_std)
     c_drift, c_noise = c.drift, c.noise
 
