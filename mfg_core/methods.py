@@ -40,6 +40,8 @@ class Method:
     #: per dimension, the backends it runs on there, where fewer than ``backends`` (2D: numpy only)
     backends_by_dim: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
+    #: whether it solves problems with an obstacle (2D)
+    obstacles: bool = True
     #: extra float64 space-time fields the method holds, from its resolved options (memory estimate)
     extra_fields: Callable[[Mapping[str, Any]], int] | None = None
 
@@ -55,8 +57,11 @@ class Method:
             return tuple(b for b in every if b in self.backends_by_dim[dim])
         return every
 
-    def check(self, backend: str, dim: int) -> None:
-        """Refuse a backend or dimension this method does not run on, naming both."""
+    def check(self, backend: str, dim: int, obstacle: bool = False) -> None:
+        """Refuse a backend, dimension or obstacle this method does not handle, naming both."""
+        if obstacle and not self.obstacles:
+            raise ValueError(f"{self.kind} method {self.name!r} does not solve problems with an obstacle "
+                             "(use fp='fdm')")
         if backend not in self.runs_on():
             raise ValueError(f"{self.kind} method {self.name!r} does not run on backend {backend!r}; "
                              f"it runs on {list(self.runs_on())}")
@@ -148,7 +153,8 @@ register(Method("fp", "fdm", "mfg_core.solvers:FPFDMSolver",
                 "Finite differences: the discrete adjoint of the linearised HJB (exact mass, m >= 0).", **_2D))
 register(Method("fp", "particle", "mfg_core.particles:FPParticleSolver",
                 "Euler-Maruyama particles and a binned FFT kernel density estimate.",
-                options=dict(num_particles=10_000, seed=0, bandwidth="scott", common_random_numbers=True), **_2D))
+                options=dict(num_particles=10_000, seed=0, bandwidth="scott", common_random_numbers=True),
+                obstacles=False, **_2D))
 register(Method("coupling", "damping", "mfg_core.rules:Damping",
                 "Picard iteration, both fields damped with thetaUM after U* = HJB(M), M* = FP(U*).",
                 options=dict(thetaUM=0.5), **_2D))

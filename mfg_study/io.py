@@ -284,30 +284,35 @@ def open_store(path: str | os.PathLike, *, load: bool = True):
 # ---------------------------------------------------------------------------------------------
 # problem stores
 def problem_to_xarray(problem):
-    """The materialised inputs of a problem: ``m0``, ``V``, ``g``, ``weights`` on ``x``, and ``t``.
+    """The materialised inputs of a problem: ``m0``, ``V``, ``g``, ``weights`` (and in 2D the
+    ``obstacle`` mask) on the space axes (``x``, or ``y, x``), and ``t``.
 
     The callables cannot be stored; their qualified names and every parameter are kept in the
     ``problem_parameters`` attribute (JSON) so the store says what it is.
     """
     import xarray as xr
 
-    return xr.Dataset(
-        {
-            "m0": (("x",), problem.m_init, {"long_name": "initial density (discrete mass 1)"}),
-            "V": (("x",), problem.V, {"long_name": "potential V(x)"}),
-            "g": (("x",), problem.g, {"long_name": "terminal cost g(x)"}),
-            "weights": (("x",), problem.weights, {"long_name": "quadrature weights"}),
-        },
-        coords={"x": problem.x, "t": problem.t},
-        attrs={"problem_parameters": json_string(problem.parameters(), name="problem_parameters")},
-    )
+    dims = problem.grid.names
+    data = {
+        "m0": (dims, problem.m_init, {"long_name": "initial density (discrete mass 1)"}),
+        "V": (dims, problem.V, {"long_name": "potential V"}),
+        "g": (dims, problem.g, {"long_name": "terminal cost g"}),
+        "weights": (dims, problem.weights, {"long_name": "quadrature weights"}),
+    }
+    if problem.grid.obstacle is not None:
+        data["obstacle"] = (dims, problem.grid.obstacle.astype(np.int8), {"long_name": "1 where agents cannot be"})
+    return xr.Dataset(data, coords=problem.coords(),
+                      attrs={"problem_parameters": json_string(problem.parameters(), name="problem_parameters")})
 
 
 def check_problem_matches(problem, ds, *, source: str = "problem store") -> None:
     """Raise ``ValueError`` naming the field if ``problem`` differs from its set-up store ``ds``."""
-    pairs = {"x": (problem.x, ds["x"].values), "t": (problem.t, ds["t"].values),
-             "m0": (problem.m_init, ds["m0"].values), "V": (problem.V, ds["V"].values),
-             "g": (problem.g, ds["g"].values), "weights": (problem.weights, ds["weights"].values)}
+    pairs = {name: (coord, ds[name].values) for name, coord in problem.coords().items()}
+    pairs.update({"m0": (problem.m_init, ds["m0"].values), "V": (problem.V, ds["V"].values),
+                  "g": (problem.g, ds["g"].values), "weights": (problem.weights, ds["weights"].values)})
+    if problem.grid.obstacle is not None or "obstacle" in ds:
+        pairs["obstacle"] = ((~problem.grid.free).astype(float),
+                             ds["obstacle"].values.astype(float) if "obstacle" in ds else np.zeros(problem.grid.shape))
     for name, (built, stored) in pairs.items():
         if built.shape != stored.shape or not np.allclose(built, stored, rtol=1e-12, atol=1e-14):
             raise ValueError(f"{source}: {name} differs from the problem built from the run's settings "

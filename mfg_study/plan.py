@@ -127,22 +127,23 @@ def library_missing(backend: str) -> str | None:
     return f"backend {backend!r} needs the package {library!r}, which is not installed (pip install 'mfg-core[{extra}]')"
 
 
-def unavailable_reason(fp: str, coupling: str, backend: str, dim: int) -> tuple[str, str] | None:
+def unavailable_reason(fp: str, coupling: str, backend: str, dim: int,
+                       obstacle: bool = False) -> tuple[str, str] | None:
     """``(config field, reason)`` if the run cannot run here: a backend whose library is missing,
-    or a method the registry says does not run on that backend or dimension."""
+    or a method the registry says does not run on that backend, dimension or obstacle."""
     why = library_missing(backend)
     if why:
         return "backends", why
     for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
         try:
-            mm.get(kind, name).check(backend, dim)
+            mm.get(kind, name).check(backend, dim, obstacle)
         except ValueError as exc:
             return field, str(exc)
     return None
 
 
-def plan_runs(config, dims: Mapping[str, int]) -> tuple[list[dict], list[dict]]:
-    """``(runs, skipped)`` of the comparison; ``dims`` gives each problem label's dimension."""
+def plan_runs(config, problems: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
+    """``(runs, skipped)`` of the comparison; ``problems`` are the built problems by label."""
     runs, skipped = [], []
     for i, entry in enumerate(config["exclude"]):
         if "problem" in entry and entry["problem"] not in config["problems"]:
@@ -155,7 +156,8 @@ def plan_runs(config, dims: Mapping[str, int]) -> tuple[list[dict], list[dict]]:
                     run = {"problem": problem, "fp": fp, "coupling": coupling, "backend": backend}
                     if any(all(run[k] == v for k, v in entry.items()) for entry in config["exclude"]):
                         continue
-                    why = unavailable_reason(fp, coupling, backend, dims[problem])
+                    built = problems[problem]
+                    why = unavailable_reason(fp, coupling, backend, built.dim, built.grid.obstacle is not None)
                     if why is None:
                         runs.append(run)
                     elif config["skip_unavailable"]:
@@ -203,11 +205,11 @@ def _kind_problem(label: str, spec: Mapping[str, Any]) -> dict[str, Any]:
     return problem_settings(label, spec["problem"])
 
 
-def _check_method(kind_field: str, spec, dim: int) -> None:
+def _check_method(kind_field: str, spec, dim: int, obstacle: bool = False) -> None:
     for kind, key in (("fp", "fp"), ("coupling", "coupling")):
         if key in spec:
             try:
-                mm.get(kind, spec[key]).check(spec["backend"], dim)
+                mm.get(kind, spec[key]).check(spec["backend"], dim, obstacle)
             except ValueError as exc:
                 raise ConfigError(f"{kind_field}.{key}", str(exc)) from None
     why = library_missing(spec["backend"]) if "backend" in spec else None
@@ -238,7 +240,7 @@ def convergence_plan(config, machine: int | None = None) -> dict[str, dict[str, 
             _check_need(need, config["resources"]["solve"]["mem_mb"], machine, f"{field}.levels",
                         f"convergence level {N}", problem)
             levels.append(grid)
-        _check_method(field, spec, base.dim)
+        _check_method(field, spec, base.dim, base.grid.obstacle is not None)
         out[label] = {
             "label": label, "problem": settings, "levels": levels, "level_names": [f"N{N}" for N in spec["levels"]],
             "refine": spec["refine"], "fp": spec["fp"], "coupling": spec["coupling"], "backend": spec["backend"],
@@ -279,7 +281,7 @@ def sweep_plan(config) -> dict[str, dict[str, Any]]:
                 build_problem(settings, f"{field}.values.{i}", **{name: value})
         per_coupling = {}
         for c in couplings:
-            _check_method(field, {**spec, "coupling": c}, base.dim)
+            _check_method(field, {**spec, "coupling": c}, base.dim, base.grid.obstacle is not None)
             extra = {name: spec["values"][0]} if where == "option" else {}
             per_coupling[c] = resolved_options(config, spec["fp"], c, extra, field=field)
         out[label] = {
@@ -310,7 +312,8 @@ def scaling_plan(config) -> dict[str, dict[str, Any]]:
             why = library_missing(b)
             if why:
                 raise ConfigError(f"{field}.backends", why)
-            _check_method(field, {"fp": spec["fp"], "coupling": spec["coupling"], "backend": b}, base.dim)
+            _check_method(field, {"fp": spec["fp"], "coupling": spec["coupling"], "backend": b}, base.dim,
+                          base.grid.obstacle is not None)
         sizes = list(spec["num_particles"] if particle else spec["sizes"])
         for N in ([] if particle else sizes):
             build_problem(settings, f"{field}.sizes", Nx=N, Nt=N, **({"Ny": N} if base.dim == 2 else {}))

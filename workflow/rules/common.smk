@@ -110,7 +110,7 @@ def _planned():
             for coupling in COUPLINGS:
                 plan.resolved_options(config, fp, coupling,
                                       field="anderson.options" if "anderson" in coupling else "solve")
-        runs, skipped = plan.plan_runs(config, {k: p.dim for k, p in problems.items()})
+        runs, skipped = plan.plan_runs(config, problems)
         machine = physical_memory()
         plan.check_memory(config, runs, problems, machine)
         kinds = (plan.convergence_plan(config, machine), plan.sweep_plan(config), plan.scaling_plan(config))

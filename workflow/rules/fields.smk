@@ -5,13 +5,15 @@
 rule plot_fields:
     input:
         runs=lambda wc: batch_dirs(wc.problem),
+        problem=f"{OUT}/problems/{{problem}}.zarr",
     output:
-        report(
+        figure=report(
             f"{FIGURES}/fields_{{problem}}.png",
             caption="../report/fields.rst",
             category="Solutions",
             labels={"problem": "{problem}"},
         ),
+        animation=f"{FIGURES}/animation_{{problem}}.gif",
     params:
         runs=lambda wc: run_keys(wc.problem),
         reference=REFERENCE,

@@ -33,6 +33,7 @@ rule report:
         residual_figures=expand(f"{FIGURES}/residuals_{{problem}}.png", problem=PROBLEMS),
         backend_figures=expand(f"{FIGURES}/backends_{{problem}}.png", problem=PROBLEMS),
         field_figures=expand(f"{FIGURES}/fields_{{problem}}.png", problem=PROBLEMS),
+        animations=expand(f"{FIGURES}/animation_{{problem}}.gif", problem=PROBLEMS),
         problems=expand(f"{OUT}/problems/{{problem}}.zarr", problem=PROBLEMS),
         runs=batch_dirs(),
         convergence_tables=expand(f"{TABLES}/convergence_{{label}}.csv", label=CONVERGENCE),
