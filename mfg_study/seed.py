@@ -247,14 +247,14 @@ def _speedup_finding(backends_df, scaling, reference):
         speed = ", ".join(f"{r.backend} {_g(r.speedup_vs_numpy)}x" for r in at.itertuples())
         smallest = t["size"].min()
         cross = []
-        for b in others:
+        for b in list(at["backend"]) + [b for b in others if b not in set(at["backend"])]:  # fastest first
             c = crossover(t, b)
             cross.append(f"{b} at no size measured" if not np.isfinite(c) else
                          f"{b} from {axis} = {c:g}" + (" (every size)" if c == smallest else ""))
         comp = t[t["backend"] != "numpy"].groupby("backend")["compile_s"].max()
         sentences.append(f"Scaling study {label}, time per Picard iteration at the largest size "
-                         f"({axis} = {largest:g}): {speed} numpy's speed. Faster than numpy: {', '.join(cross)}. Compile time (once): "
-                         + ", ".join(f"{b} {v:.2g} s" for b, v in comp.items()) + ".")
+                         f"({axis} = {largest:g}): {speed} numpy's speed. Faster than numpy: {', '.join(cross)}. "
+                         "Compile time (once): " + ", ".join(f"{b} {v:.2g} s" for b, v in comp.items()) + ".")
         if figure is None:
             best = at.iloc[0]
             headline = f"{best['backend']} {_g(best['speedup_vs_numpy'])}x at {axis} = {largest:g}"
