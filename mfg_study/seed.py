@@ -318,19 +318,24 @@ def _anderson_particles_finding(runs_df, round_off):
     if sel.empty:
         return _not_run(key, title, seed, "coupling", "no particle run with Anderson")
     damp = runs_df[(runs_df["fp"] == "particle") & (runs_df["coupling"] == "damping")]["final_residual"].dropna()
-    parts = []
+    parts, masses = [], []
     for coupling, g in sel.groupby("coupling", sort=True):
         conv = int((g["status"] == "converged").sum())
         bad = int(g["status"].isin(BAD).sum())
         text = f"{coupling}: {conv} of {len(g)} converged" + (f", {bad} diverged or failed" if bad else "")
-        text += f"; mass deviation {_mass_text(g['mass_deviation_pct'].astype(float).max(), round_off)}"
         res = g["final_residual"].dropna()
         if len(res):
-            text += f"; final residual {res.median():.2g}" + (f" (damping: {damp.median():.2g})" if len(damp) else "")
+            text += f", final residual {res.median():.2g}"
         parts.append(text)
+        masses.append(f"{coupling} {_mass_text(g['mass_deviation_pct'].astype(float).max(), round_off)}")
     top = sel["mass_deviation_pct"].astype(float).max()
     bad = sel["status"].isin(BAD).any()
-    return _finding(key, title, "; ".join(parts) + ".",
+    text = "; ".join(parts) + (f" (damping: {damp.median():.2g})." if len(damp) else ".")
+    if np.isfinite(top) and top / 100.0 < round_off:
+        text += f" Mass deviation: {_mass_text(top, round_off)} in every run."
+    else:
+        text += " Mass deviation (max): " + ", ".join(masses) + "."
+    return _finding(key, title, text,
                     headline=("no finite mass" if not np.isfinite(top) else
                               "mass at round-off" if top / 100.0 < round_off else f"mass deviation {_g(top)}%"),
                     seed=seed, level="warn" if bad else "ok", see="coupling",
