@@ -80,17 +80,119 @@ def test_report_html_is_self_contained(runs, tmp_path):
     table = tables.runs_table(runs)
     fig = report.residual_figure("c", runs, {"fdm": 1e-6})
     png = io.save_figure(fig, tmp_path / "r.png")
-    seed = seed_findings.seed_comparison(table, None, None)
-    page = report.render_report(study="t<x>", seed=seed, sections=[
-        {"title": "Runs", "text": "a & b", "tables": [("all", table)], "figures": [("res", png)]}],
-        what_was_run={"config": {"study": "t"}})
-    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    summary = seed_findings.summary_findings(table, None, None)
+    summary[1]["figure"] = ("res", png)
+    page = report.render_report(study="t<x>", summary=summary, sections=[
+        {"id": "runs", "title": "Runs", "text": "a & b", "tables": [("all", table)], "figures": [("res", png)]}],
+        what_was_run={"config": {"study": "t"}, "revision": "abc"})
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2  # summary + section
     assert "t&lt;x&gt;" in page and "a &amp; b" in page  # escaped
-    assert page.index("Seed report findings") < page.index("<h2>Runs</h2>")
+    assert page.index("<h2>Summary</h2>") < page.index("Backend speed-up") < page.index("<h2>Runs</h2>")
+    assert "<a href='#runs'>" in page and "<section id='runs'>" in page  # findings link to their section
     assert "src='r.png'" not in page and "http" not in page.split("<body>")[1]
+    assert "<script src" not in page and "<link" not in page  # the sort script is inline
     io.write_text(tmp_path / "fake.png", "text")
     with pytest.raises(ValueError, match="not a PNG"):
         report.png_data_uri(tmp_path / "fake.png")
+
+
+def test_tables_are_collapsible_sortable_and_sized_to_the_page():
+    long = pd.DataFrame({"name": [f"run {i}" for i in range(12)], "value": np.arange(12) * 0.5,
+                         "reason": ["a long reason " * 20] * 12})
+    closed = report.collapsible_table("Long", long)
+    assert closed.startswith("<details><summary>Long") and "(12 rows, click to show;" in closed
+    opened = report.collapsible_table("Short", long.head(3))
+    assert opened.startswith("<details open>")
+    html_ = report.table_html(long)
+    assert "class='sortable'" in html_ and "<colgroup>" in html_  # fixed layout with widths
+    widths = [float(w) for w in __import__("re").findall(r"width:([0-9.]+)%", html_)]
+    assert len(widths) == 3 and abs(sum(widths) - 100) < 0.1 and widths[2] == max(widths)  # the reason wraps
+    assert "<td class='num' data-v='0.5'>0.5</td>" in html_  # numbers sort by value
+    assert "re_<wbr>" not in html_ and "<th scope='col'>reason</th>" in html_
+    narrow = report.table_html(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
+    assert "narrow" in narrow  # a few short columns keep their natural widths
+    bad = report.table_html(pd.DataFrame({"status": ["diverged", "converged"], "final_residual": [math.nan, 1e-7]}))
+    assert "<td class='bad'>diverged</td>" in bad and "<td>-</td>" in bad and "final_<wbr>residual" in bad
+
+
+def test_mass_at_round_off_is_a_sentence_not_a_figure(runs, tmp_path):
+    mass = tables.mass_table(runs)
+    info = report.mass_round_off(mass, "c")
+    assert not info["at_round_off"] and info["above"][0][0] == "fdm/damping/numba"  # the 5% copy
+    assert info["above"][0][1] == pytest.approx(0.05)
+    fdm_only = report.mass_round_off(mass[mass["backend"] == "numpy"], "c")
+    assert fdm_only["at_round_off"] and fdm_only["max"] < 1e-10 and fdm_only["run"] == "fdm/damping/numpy"
+    # the figure leaves out the runs at round-off and says so
+    fig = report.mass_figure("c", tables.mass_over_time(runs), tables.mass_over_iterations(runs))
+    assert "not drawn: 1 of 2 runs at round-off" in fig._suptitle.get_text()
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["fdm/damping/numba"]
+    io.save_figure(fig, tmp_path / "m.png")
+
+
+def _runs_df(rows):
+    base = dict(problem="c", backend="numpy", wall_time_s=1.0, mass_deviation_pct=1e-12, final_residual=1e-7,
+                min_m=0.0, reason="")
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_summary_findings_answer_each_question_or_say_not_run():
+    runs_df = _runs_df([
+        dict(fp="fdm", coupling="damping", status="converged", iterations=20),
+        dict(fp="fdm", coupling="anderson", status="converged", iterations=8),
+        dict(fp="particle", coupling="damping", status="not_converged", iterations=50, mass_deviation_pct=2.5),
+        dict(fp="particle", coupling="anderson_plain", status="diverged", iterations=4, mass_deviation_pct=math.nan,
+             final_residual=math.nan, reason="DivergenceError: non-finite M at iteration 4"),
+    ])
+    scaling_t = pd.DataFrame({"backend": ["numpy", "numpy", "numba", "numba", "torch", "torch"],
+                              "size": [100, 400] * 3, "num_particles": 0, "compile_s": [0, 0, 2.0, 0.1, 0.1, 0.1],
+                              "iteration_ms": [1.0, 16.0, 2.0, 2.0, 2.0, 20.0]})
+    scaling_t["speedup_vs_numpy"] = [1, 1, 0.5, 8.0, 0.5, 0.8]
+    sweep_t = pd.DataFrame({"parameter": "kappa", "value": [1, 4, 8] * 2,
+                            "coupling": ["damping"] * 3 + ["anderson"] * 3,
+                            "status": ["converged", "not_converged", "not_converged", "converged", "converged",
+                                       "diverged"], "iterations": [20, 100, 100, 8, 12, 5]})
+    sweep_t["converged"] = sweep_t["status"] == "converged"
+    conv_t = pd.DataFrame({"level": ["N16", "N32"], "N": [16, 32], "reference": "closed form",
+                           "status": "converged", "order_U_max": [math.nan, 0.98], "order_U_L2": [math.nan, 1.01],
+                           "order_M_max": [math.nan, 0.85], "order_M_L2": [math.nan, 0.9]})
+    f = {x["key"]: x for x in seed_findings.summary_findings(
+        runs_df, tables.coupling_table(runs_df), None, scaling={"fdm": scaling_t}, sweeps={"kappa": sweep_t},
+        convergence={"lq": conv_t})}
+    assert list(f) == ["outcomes", "backend_speedup", "mass_damping_particles", "anderson_particles",
+                       "anderson_deterministic", "sweep", "convergence"]
+    out = f["outcomes"]
+    assert out["level"] == "warn" and "1 diverged" in out["answer"] and "at iteration 4" in out["answer"]
+    assert "non-finite M" in out["answer"] and "kappa = 8 with anderson diverged" in out["answer"]
+    sp = f["backend_speedup"]
+    assert sp["headline"] == "numba 8x at N = 400" and sp["figure"] == ("scaling", "fdm")
+    assert "numba from N = 400" in sp["answer"] and "torch at no size measured" in sp["answer"]
+    assert "Zero" in sp["seed"]
+    mass = f["mass_damping_particles"]
+    assert mass["headline"] == "2.5%" and mass["figure"] == ("mass", "c") and "2.82%" in mass["seed"]
+    ap = f["anderson_particles"]
+    assert ap["level"] == "warn" and "anderson_plain: 0 of 1 converged, 1 diverged" in ap["answer"]
+    ad = f["anderson_deterministic"]
+    assert ad["headline"] == "2.50x fewer iterations" and "(8 vs 20" in ad["answer"] and "2-5x" in ad["seed"]
+    sw = f["sweep"]
+    assert "damping first fails at kappa = 4" in sw["answer"] and "anderson first fails at kappa = 8" in sw["answer"]
+    assert sw["headline"] == "anderson converges at kappa = 4, damping does not" and sw["see"] == "sweep-kappa"
+    cv = f["convergence"]
+    assert cv["headline"] == "order U 0.98, M 0.85" and "between N = 16 and 32" in cv["answer"]
+    # a study with none of it
+    fdm_only = _runs_df([dict(fp="fdm", coupling="damping", status="converged", iterations=20)])
+    g = {x["key"]: x for x in seed_findings.summary_findings(fdm_only, None, None)}
+    for key in ("backend_speedup", "mass_damping_particles", "anderson_particles", "anderson_deterministic",
+                "sweep", "convergence"):
+        assert g[key]["answer"].startswith(seed_findings.NOT_RUN) and g[key]["level"] == "not_run", g[key]
+        assert g[key]["figure"] is None
+    assert g["outcomes"]["level"] == "ok" and g["outcomes"]["headline"] == "all 1 converged"
+
+
+def test_particle_mass_at_round_off_has_no_figure():
+    runs_df = _runs_df([dict(fp="particle", coupling="damping", status="converged", iterations=5,
+                             mass_deviation_pct=2e-14)])
+    f = seed_findings.summary_findings(runs_df, None, None)[2]
+    assert f["headline"] == "at round-off" and f["figure"] is None and "2e-16" in f["answer"]
 
 
 def test_seed_rows_report_anderson_against_damping():

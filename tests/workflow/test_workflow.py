@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from mfg_study import io
+from mfg_study import io, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,12 +144,19 @@ def test_tiny_study_tables_figures_report(tiny_study):
     for fig in ("mass_crowd", "residuals_crowd", "backends_crowd", "fields_crowd"):
         assert (out / f"figures/{fig}.png").read_bytes().startswith(b"\x89PNG")
     page = (out / "report.html").read_text()
-    seed_part = page[:page.index("<h2>Runs</h2>")]
-    for finding in ("Backend speed-up", "2.82%", "378%", "2-5x"):
-        assert finding in seed_part
-    assert "numba:" in seed_part  # the speed-up row was measured
-    assert page.count("data:image/png;base64,") == 4  # one figure per stage, one problem
-    assert page.index("<h2>Solutions</h2>") < page.index("<h2>Runs</h2>")
+    summary = page[:page.index("<h2>Solutions</h2>")]
+    assert page.index("<h2>Summary</h2>") < page.index("<h2>Solutions</h2>") < page.index("<h2>Runs</h2>")
+    for finding in ("Backend speed-up", "2.82%", "378%", "2-5x", "Run outcomes"):
+        assert finding in summary
+    assert re.search(r"numba [0-9.e+-]+x", summary)  # the speed-up was measured (from the backends table)
+    assert "not run in this study (no sweep)" in summary and "not run in this study (no convergence study)" in summary
+    uri = {f: report.png_data_uri(out / f"figures/{f}.png")
+           for f in ("fields_crowd", "residuals_crowd", "backends_crowd", "mass_crowd")}
+    assert uri["residuals_crowd"] in summary and uri["backends_crowd"] in summary  # findings show their figure
+    assert uri["fields_crowd"] in page
+    # every run's mass is round-off (FDM exact, the particles' KDE has mass 1): a sentence, not a figure
+    assert uri["mass_crowd"] not in page and "mass is conserved to round-off in all 6 runs" in page
+    assert page.count("<details") >= 6 and "class='sortable" in page  # tables collapsible and sortable
     assert "Package versions" in page and "Resolved study config" in page
     assert "<img" in page and "src='results" not in page  # embedded, not linked
 
