@@ -147,7 +147,7 @@ def plan_runs(config, problems: Mapping[str, Any]) -> tuple[list[dict], list[dic
     runs, skipped = [], []
     for i, entry in enumerate(config["exclude"]):
         if "problem" in entry and entry["problem"] not in config["problems"]:
-            raise ConfigError(f"exclude.{i}.problem", f"{entry['problem']!r} is not a problem label of this "
+            raise ConfigError(f"exclude[{i}].problem", f"{entry['problem']!r} is not a problem label of this "
                               f"study ({sorted(config['problems'])})")
     for problem in config["problems"]:
         for fp in config["fp_methods"]:

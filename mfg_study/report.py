@@ -335,12 +335,16 @@ document.addEventListener('DOMContentLoaded', function () {
 """
 
 
+_IMAGE_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"GIF87a": "image/gif", b"GIF89a": "image/gif"}
+
+
 def png_data_uri(path: str | Path) -> str:
-    """A PNG file as a ``data:`` URI (raises naming the file if it is not a PNG)."""
+    """A PNG (or animated GIF) file as a ``data:`` URI (raises naming the file if it is neither)."""
     data = Path(path).read_bytes()
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError(f"{path} is not a PNG file")
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    kind = next((t for magic, t in _IMAGE_TYPES.items() if data.startswith(magic)), None)
+    if kind is None:
+        raise ValueError(f"{path} is not a PNG or GIF file")
+    return f"data:{kind};base64," + base64.b64encode(data).decode("ascii")
 
 
 def slug(text: str) -> str:

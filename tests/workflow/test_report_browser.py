@@ -252,7 +252,7 @@ def test_report_of_a_tiny_study_in_chromium(chromium, browser_report, tmp_path):
 def test_report_is_one_self_contained_file(browser_report):
     page = browser_report.read_text(encoding="utf-8")
     refs = re.findall(r"""(?:src|href|action|poster)\s*=\s*["']?\s*([^"'\s>]+)""", page, re.I)
-    assert refs and all(r.startswith(("data:image/png;base64,", "#")) for r in refs), \
+    assert refs and all(r.startswith(("data:image/png;base64,", "data:image/gif;base64,", "#")) for r in refs), \
         sorted({r[:60] for r in refs if not r.startswith(("data:", "#"))})
     assert not re.search(r"https?://", page), re.search(r".{60}https?://.{60}", page)
     assert not re.search(r"<(link|iframe|object|embed)\b|<script[^>]*\bsrc=|url\(|@import", page, re.I)

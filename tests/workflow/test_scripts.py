@@ -136,11 +136,13 @@ def test_a_problem_whose_every_run_diverged_still_gets_its_figure_and_table_rows
         io.write_store(io.failed_dataset(p, status, f"{status} because of test case {i}", 4 + i), store)
         runs.append({"problem": "c", "fp": "fdm", "coupling": coupling, "backend": "numpy", "store": str(store)})
         stores.append(str(store))
-    fig = tmp_path / "fields_c.png"
-    run_script("fields.py", params=SimpleNamespace(runs=runs, reference="numpy"), input=Files(runs=stores),
-               output=Files(str(fig)), log=Files(str(tmp_path / "fields.log")),
-               wildcards=SimpleNamespace(problem="c"))
-    assert fig.read_bytes().startswith(b"\x89PNG")
+    fig, gif = tmp_path / "fields_c.png", tmp_path / "animation_c.gif"
+    problem_store = tmp_path / "c_problem.zarr"
+    io.write_store(io.problem_to_xarray(p), problem_store)
+    run_script("fields.py", params=SimpleNamespace(runs=runs, reference="numpy"),
+               input=Files(runs=stores, problem=str(problem_store)), output=Files(figure=str(fig), animation=str(gif)),
+               log=Files(str(tmp_path / "fields.log")), wildcards=SimpleNamespace(problem="c"))
+    assert fig.read_bytes().startswith(b"\x89PNG") and gif.read_bytes().startswith(b"GIF89a")
     table = tmp_path / "runs.csv"
     run_script("runs_table.py", params=SimpleNamespace(runs=runs), input=Files(runs=stores),
                output=Files(str(table)), log=Files(str(tmp_path / "runs.log")))

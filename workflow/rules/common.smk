@@ -55,10 +55,16 @@ def _check_schema():
 
     with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")) as f:
         schema = yaml.safe_load(f)
+    def message(e):
+        # "not valid under any of the given schemas" alone does not say what would be valid
+        if e.validator in ("oneOf", "anyOf") and e.context:
+            return f"{e.message} ({'; '.join(sorted({sub.message for sub in e.context}))})"
+        return e.message
+
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
                     key=lambda e: [str(p) for p in e.absolute_path])
     if errors:
-        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {e.message}"
+        lines = [f"  {'.'.join(str(p) for p in e.absolute_path) or '(top level)'}: {message(e)}"
                  for e in errors]
         raise WorkflowError("Invalid config (schema workflow/schemas/config.schema.yaml):\n"
                             + "\n".join(lines))

@@ -73,9 +73,12 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
 
     sections = [
         {"id": "solutions", "title": "Solutions",
-         "text": "What was computed: m(t, x) and u(t, x) of the reference finite-difference run, and the "
-                 "density at three times, finite differences (solid) beside particles (dashed).",
-         "figures": [(f"{captions['fields']}: {p}", figure_paths["fields"][p]) for p in problems_]},
+         "text": "What was computed. 1D: m(t, x) and u(t, x) of the reference finite-difference run, and the "
+                 "density at three times, finite differences (solid) beside particles (dashed). 2D: the density "
+                 "at four times and u at t = 0, obstacles in grey. Then the density over time as an animation.",
+         "figures": [fig for p, gif in zip(problems_, sm.input.animations, strict=True)
+                     for fig in ((f"{captions['fields']}: {p}", figure_paths["fields"][p]),
+                                 (f"The density over time (animation): {p}", gif))]},
         {"id": "runs", "title": "Runs",
          "text": "One row per (problem, FP method, coupling method, backend). status: converged, not_converged "
                  "(max_iterations reached), diverged (residual blow-up or a non-finite iterate; fields NaN) or "
