@@ -20,7 +20,7 @@ def build(problem: MFGProblem, fp: str = "fdm", coupling: str = "damping",
     """
     if not isinstance(problem, MFGProblem):
         raise ValueError(f"problem must be an MFGProblem, got {type(problem).__name__}")
-    be = get_backend(backend)
+    be = get_backend(backend, options.pop("device", None))
     resolved = methods.resolve_options(fp, coupling, options)
     fp_method, coupling_method = methods.get("fp", fp), methods.get("coupling", coupling)
     for m in (methods.get("hjb", "fdm"), fp_method, coupling_method):
@@ -41,7 +41,8 @@ def solve(problem: MFGProblem, fp: str = "fdm", coupling: str = "damping",
 
     ``options`` go to the method that owns them (``thetaUM``, ``anderson_depth``, ``num_particles``,
     ``seed``, ``newton_tol``, ...; see ``mfg_core.methods.get(kind, name).options``); an unknown one
-    is a ``ValueError`` naming it. ``initial_guess`` is ``"terminal"`` or ``"heat"``. Returns the
+    is a ``ValueError`` naming it. ``device`` (jax, torch: ``"cpu"`` by default, ``"cuda"``/``"gpu"``
+    where present) selects where the backend runs; one that is not there is a ``ValueError``. ``initial_guess`` is ``"terminal"`` or ``"heat"``. Returns the
     :class:`~mfg_core.result.FixedPointResult` (``status`` converged / not_converged / diverged).
     """
     loop = build(problem, fp, coupling, backend, **options)

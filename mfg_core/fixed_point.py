@@ -226,6 +226,10 @@ class FixedPointLoop:
             hist["min_M"].append(float(M.min()))
             for key, value in step.record.items():
                 hist.setdefault(key, []).append(value)
+            for prefix, solver in (("hjb", self.hjb_solver), ("fp", self.fp_solver)):
+                for key, value in (getattr(solver, "diagnostics", None) or {}).items():
+                    if key in ("newton_steps", "krylov_iterations"):
+                        hist.setdefault(f"{prefix}_{key}", []).append(int(value))
             hist["seconds"].append(time.perf_counter() - t0)
             change, residual = max(change_U, change_M), max(res_U, res_M)
             self._log(f"iteration {k:4d}: change_U={change_U:.3e} change_M={change_M:.3e} "

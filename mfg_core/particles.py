@@ -206,48 +206,34 @@ class FPParticleSolver(KernelSolver):
         return float(self.bandwidth), False
 
     def _run(self, U: np.ndarray, rng: np.random.Generator):
-        if self.problem.dim == 2:
-            return self._run_2d(U, rng)
         p = self.problem
         N = self.num_particles
-        X = sample_piecewise_linear(p.m_init, p.xmin, p.dx, p.periodic, rng.random(N))
-        grad = grid_gradient(U[:-1], p.dx, p.periodic)
+        if p.dim == 1:
+            X = sample_piecewise_linear(p.m_init, p.xmin, p.dx, p.periodic, rng.random(N))
+            grad = grid_gradient(U[:-1], p.dx, p.periodic)
+            per_particle, h_shape = (), ()
+        else:
+            ay, ax = p.grid.axes
+            X = sample_bilinear(p.m_init, (ay.lo, ax.lo), (ay.spacing, ax.spacing), p.grid.periodic,
+                                rng.random((N, 3)))
+            grad = grid_gradient_2d(U[:-1], ay.spacing, ax.spacing, p.grid.periodic)
+            per_particle, h_shape = (2,), (2,)  # one normal per coordinate; a bandwidth per axis
         M = np.empty(p.shape)
         M[0] = p.m_init
         crossed = np.zeros(p.Nt, dtype=np.int64)
-        hs = np.full(p.Nt, np.nan)
+        hs = np.full((p.Nt, *h_shape), np.nan)
         # equal chunks, so that a jit backend compiles at most two shapes
-        chunks = math.ceil(p.Nt * N / CHUNK_NUMBERS)
+        chunks = math.ceil(p.Nt * N * (2 if per_particle else 1) / CHUNK_NUMBERS)
         size = math.ceil(p.Nt / chunks)
+        host = self.backend.to_host
         for start in range(0, p.Nt, size):
             stop = min(start + size, p.Nt)
-            noise = rng.standard_normal((stop - start, N))
+            noise = rng.standard_normal((stop - start, N, *per_particle))
             X, Mc, cc, hc = self._kernel(X, noise, grad[start:stop])
-            M[start + 1:stop + 1] = np.asarray(Mc, dtype=np.float64)
-            crossed[start:stop] = np.asarray(cc)
-            hs[start:stop] = np.asarray(hc, dtype=np.float64)
-        return np.asarray(X, dtype=np.float64), M, crossed, hs
-
-    def _run_2d(self, U: np.ndarray, rng: np.random.Generator):
-        p = self.problem
-        N = self.num_particles
-        ay, ax = p.grid.axes
-        X = sample_bilinear(p.m_init, (ay.lo, ax.lo), (ay.spacing, ax.spacing), p.grid.periodic, rng.random((N, 3)))
-        grad = grid_gradient_2d(U[:-1], ay.spacing, ax.spacing, p.grid.periodic)
-        M = np.empty(p.shape)
-        M[0] = p.m_init
-        crossed = np.zeros(p.Nt, dtype=np.int64)
-        hs = np.full((p.Nt, 2), np.nan)
-        chunks = math.ceil(p.Nt * N * 2 / CHUNK_NUMBERS)
-        size = math.ceil(p.Nt / chunks)
-        for start in range(0, p.Nt, size):
-            stop = min(start + size, p.Nt)
-            noise = rng.standard_normal((stop - start, N, 2))
-            X, Mc, cc, hc = self._kernel(X, noise, grad[start:stop])
-            M[start + 1:stop + 1] = np.asarray(Mc, dtype=np.float64)
-            crossed[start:stop] = np.asarray(cc)
-            hs[start:stop] = np.asarray(hc, dtype=np.float64)
-        return np.asarray(X, dtype=np.float64), M, crossed, hs
+            M[start + 1:stop + 1] = np.asarray(host(Mc), dtype=np.float64)
+            crossed[start:stop] = np.asarray(host(cc))
+            hs[start:stop] = np.asarray(host(hc), dtype=np.float64)
+        return np.asarray(host(X), dtype=np.float64), M, crossed, hs
 
     def _inside(self, X: np.ndarray) -> tuple[bool, str]:
         """Are the final positions finite and inside the domain? (and the domain, for the message)"""

@@ -77,6 +77,7 @@ class HJBFDMSolver(KernelSolver):
         self.newton_maxiter = validation.integer("newton_maxiter", newton_maxiter, 1)
         super().__init__(problem, backend)
         self.newton_iterations = np.zeros(self.problem.Nt, dtype=np.int64)
+        self.diagnostics: dict = {}
 
     def _build(self, backend):
         return backend.make_hjb_sweep(self.problem.scheme, newton_tol=self.newton_tol,
@@ -94,7 +95,8 @@ class HJBFDMSolver(KernelSolver):
         start = time.perf_counter()
         U, its = self._kernel(source, p.g)
         self.last_seconds = time.perf_counter() - start
-        U = np.asarray(U, dtype=np.float64)
+        self.diagnostics = dict(getattr(self._kernel, "diagnostics", None) or {})
+        U = np.asarray(self.backend.to_host(U), dtype=np.float64)
         self.newton_iterations = its = np.asarray(its, dtype=np.int64)
         if np.any(its < 0):
             if not np.all(np.isfinite(source)):
@@ -122,6 +124,7 @@ class FPFDMSolver(KernelSolver):
     def __init__(self, problem: MFGProblem, backend: str | Backend | None = "numpy"):
         super().__init__(problem, backend)
         self._mu0 = self.problem.weights * self.problem.m_init
+        self.diagnostics: dict = {}
 
     def _build(self, backend):
         return backend.make_fp_sweep(self.problem.scheme)
@@ -132,7 +135,8 @@ class FPFDMSolver(KernelSolver):
         start = time.perf_counter()
         mu = self._kernel(U, self._mu0)
         self.last_seconds = time.perf_counter() - start
-        M = np.array(mu, dtype=np.float64, copy=None)
+        self.diagnostics = dict(getattr(self._kernel, "diagnostics", None) or {})
+        M = np.array(self.backend.to_host(mu), dtype=np.float64, copy=None)
         if not M.flags.writeable:
             M = M.copy()
         M /= self.problem.weights

@@ -19,7 +19,9 @@ REGISTRY: dict[str, tuple[str, str | None, str | None]] = {
     "torch": ("mfg_core.backends.torch", "torch", "torch"),
 }
 
-_CACHE: dict[str, Backend] = {}
+_CACHE: dict[tuple[str, str], Backend] = {}
+#: the backends whose kernels take a ``device`` (their package has ``resolve_device``)
+DEVICE_BACKENDS = ("jax", "torch")
 
 __all__ = ["Backend", "BackendUnavailableError", "REGISTRY", "names", "available", "get_backend"]
 
@@ -54,23 +56,37 @@ def available() -> list[str]:
     return out
 
 
-def get_backend(name: str | Backend | None = "numpy") -> Backend:
-    """Return the backend called ``name`` (``None`` means numpy; a Backend is returned as is).
+def get_backend(name: str | Backend | None = "numpy", device: str | None = None) -> Backend:
+    """Return the backend called ``name`` (``None`` means numpy; a Backend is returned as is) on
+    ``device`` (``None``: the CPU).
 
-    Raises ``ValueError`` for an unknown name and :class:`BackendUnavailableError` when the
-    backend's library is not installed.
+    Raises ``ValueError`` for an unknown name, or a device the backend cannot use or this machine
+    does not have (naming the device and what was found), and :class:`BackendUnavailableError` when
+    the backend's library is not installed.
     """
     if isinstance(name, Backend):
+        if device is not None and device != name.device:
+            return get_backend(name.name, device)
         return name
     if name is None:
         name = "numpy"
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(REGISTRY)}")
     _check_library(name)  # checked every time: a library can vanish (tests simulate that)
-    backend = _CACHE.get(name)
+    device = "cpu" if device is None else device
+    if not isinstance(device, str) or not device:
+        raise ValueError(f"device must be a name such as 'cpu' or 'cuda', got {device!r}")
+    backend = _CACHE.get((name, device))
     if backend is None:
         package, library, extra = REGISTRY[name]
-        importlib.import_module(package)
-        backend = Backend(name, package, library, extra)
-        _CACHE[name] = backend
+        module = importlib.import_module(package)
+        resolve = getattr(module, "resolve_device", None)
+        if resolve is None:
+            if device != "cpu":
+                raise ValueError(f"backend {name!r} runs on the CPU only, got device={device!r} (devices are for "
+                                 f"{[n for n in REGISTRY if n in DEVICE_BACKENDS]})")
+        else:
+            resolve(device)  # raises naming the device and the devices found
+        backend = Backend(name, package, library, extra, device)
+        _CACHE[(name, device)] = backend
     return backend

@@ -3,11 +3,18 @@
 A backend is a sub-package ``mfg_core.backends.<name>`` (registered, with the library it needs and
 the pip extra that installs it, in :data:`mfg_core.backends.REGISTRY`) with
 
-* ``__init__.py`` -- ``version()``;
+* ``__init__.py`` -- ``version()``; a backend that can run on another device than the CPU (jax, torch)
+  also has ``resolve_device(name)`` (raises ``ValueError`` naming the device and the devices found)
+  and ``to_host(array)``, and its factories take ``device=``;
 * ``fdm.py`` -- kernel factories ``make_hjb_sweep(scheme, *, newton_tol, newton_maxiter)`` and
   ``make_fp_sweep(scheme)`` (the finite-difference scheme; the numpy reference states it);
 * ``particles.py`` -- ``make_particle_sweep(scheme, *, bandwidth, scale_by_std)`` and
   ``make_kde(grid)`` (particle Fokker-Planck kernels).
+
+A kernel may also set ``kernel.diagnostics`` (a dict of counts) after each call: the 2D HJB sweeps
+report ``newton_steps`` and ``krylov_iterations`` (linear iterations over the sweep), the 2D FP
+sweeps ``krylov_iterations``; the solvers pass them on (``solver.diagnostics``) and the fixed-point
+loop records them per iteration.
 
 A factory validates the :class:`~mfg_core.grid.Scheme` (or grid) and the settings once
 (:mod:`mfg_core.backends.checks`) and returns a kernel that closes over the constants; kernels take
@@ -35,15 +42,26 @@ class Backend:
     whose particle kernels are not needed never imports them.
     """
 
-    def __init__(self, name: str, package: str, library: str | None, extra: str | None):
+    def __init__(self, name: str, package: str, library: str | None, extra: str | None, device: str = "cpu"):
         self.name = name
         self._package = package
         self.library = library
         self.extra = extra
+        self.device = device
         self._modules: dict[str, ModuleType] = {}
 
     def __repr__(self) -> str:  # pragma: no cover - cosmetic
-        return f"Backend({self.name!r}, version={self.version!r})"
+        return f"Backend({self.name!r}, version={self.version!r}, device={self.device!r})"
+
+    def _device_kwargs(self) -> dict:
+        # only the device backends' factories take a device (the CPU ones refuse any other at get_backend)
+        package = importlib.import_module(self._package)
+        return {"device": self.device} if hasattr(package, "resolve_device") else {}
+
+    def to_host(self, x):
+        """A kernel's output as a numpy array (a device array is copied to the host)."""
+        convert = getattr(importlib.import_module(self._package), "to_host", None)
+        return convert(x) if convert is not None else x
 
     @property
     def version(self) -> str:
@@ -60,16 +78,17 @@ class Backend:
     # --- kernel factories ----------------------------------------------------------------------
     def make_hjb_sweep(self, scheme, *, newton_tol: float = 1e-12, newton_maxiter: int = 50):
         """``sweep(source, terminal) -> (U, newton_its)``; see :mod:`mfg_core.backends.numpy.fdm`."""
-        return self._module("fdm").make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter)
+        return self._module("fdm").make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter,
+                                                  **self._device_kwargs())
 
     def make_fp_sweep(self, scheme):
         """``sweep(U, mu0) -> mu`` (adjoint scheme); see :mod:`mfg_core.backends.numpy.fdm`."""
-        return self._module("fdm").make_fp_sweep(scheme)
+        return self._module("fdm").make_fp_sweep(scheme, **self._device_kwargs())
 
     def make_particle_sweep(self, scheme, *, bandwidth: float, scale_by_std: bool):
         """``sweep(X0, noise, grad_u) -> (X, M, crossed, h)``; see :mod:`mfg_core.backends.numpy.particles`."""
-        return self._module("particles").make_particle_sweep(scheme, bandwidth=bandwidth,
-                                                             scale_by_std=scale_by_std)
+        return self._module("particles").make_particle_sweep(scheme, bandwidth=bandwidth, scale_by_std=scale_by_std,
+                                                             **self._device_kwargs())
 
     def make_relax(self, scheme):
         """The fixed-point loop's damped update with its norms; see :mod:`mfg_core.backends.numpy.fields`.
@@ -83,4 +102,4 @@ class Backend:
 
     def make_kde(self, grid):
         """``kde(samples, bandwidth, scale_by_std) -> density``; see :mod:`mfg_core.backends.numpy.particles`."""
-        return self._module("particles").make_kde(grid)
+        return self._module("particles").make_kde(grid, **self._device_kwargs())

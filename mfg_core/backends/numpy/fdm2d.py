@@ -221,6 +221,8 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
         for k in range(nt1 - 2, -1, -1):
             U[k], its[k] = hjb_step(U[k + 1], S[k + 1], c, asm, solve)
         sweep.last_solve = solve
+        sweep.diagnostics = {"newton_steps": int(np.abs(its).sum()), "krylov_iterations": solve.iterations,
+                             "factorisations": solve.factorisations}
         return U.reshape(c.shape), its
 
     sweep.assembly = asm
@@ -244,6 +246,7 @@ def make_fp_sweep(scheme):
             a, _, _ = upwind2d(Uf[k], c)
             # J^T mu^{k+1} = mu^k: one LU of J, solved transposed
             mu[k + 1] = factor(asm.matrix(a)).solve(mu[k], trans="T")
+        sweep.diagnostics = {"krylov_iterations": 0, "factorisations": nt1 - 1}
         return mu.reshape(c.shape)
 
     sweep.assembly = asm
