@@ -96,6 +96,25 @@ def solve_settings(config, fp: str) -> dict[str, Any]:
     return solve
 
 
+def device_options(config, backend: str) -> dict[str, Any]:
+    """``{"device": ...}`` for a backend that runs on a device (jax, torch), else nothing."""
+    from mfg_core.backends import DEVICE_BACKENDS
+
+    return {"device": config.get("device", "cpu")} if backend in DEVICE_BACKENDS else {}
+
+
+def check_device(config, backends) -> None:
+    """The study's device must exist for every device backend it runs (refused before any job)."""
+    from mfg_core.backends import DEVICE_BACKENDS, get_backend
+
+    for b in backends:
+        if b in DEVICE_BACKENDS and library_missing(b) is None:
+            try:
+                get_backend(b, config.get("device", "cpu"))
+            except ValueError as exc:
+                raise ConfigError("device", str(exc)) from None
+
+
 def run_settings(config, run: Mapping[str, str]) -> dict[str, Any]:
     """Everything one comparison run depends on, and nothing else (Snakemake ``params``: an edit
     re-runs exactly the batches it touches)."""
@@ -103,7 +122,8 @@ def run_settings(config, run: Mapping[str, str]) -> dict[str, Any]:
         "problem": problem_settings(run["problem"], config["problems"][run["problem"]]),
         **{k: run[k] for k in ("fp", "coupling", "backend")},
         "solve": solve_settings(config, run["fp"]),
-        "options": resolved_options(config, run["fp"], run["coupling"]),
+        "options": {**resolved_options(config, run["fp"], run["coupling"]),
+                    **device_options(config, run["backend"])},
     }
 
 
@@ -317,9 +337,11 @@ def scaling_plan(config) -> dict[str, dict[str, Any]]:
         sizes = list(spec["num_particles"] if particle else spec["sizes"])
         for N in ([] if particle else sizes):
             build_problem(settings, f"{field}.sizes", Nx=N, Nt=N, **({"Ny": N} if base.dim == 2 else {}))
+        check_device(config, backends)
         out[label] = {
             "label": label, "problem": settings, "fp": spec["fp"], "coupling": spec["coupling"],
             "backends": backends, "axis": "num_particles" if particle else "N", "sizes": sizes,
+            "device": config.get("device", "cpu"),
             "iterations": spec["iterations"], "repeats": spec["repeats"],
             "options": resolved_options(config, spec["fp"], spec["coupling"], field=field),
         }

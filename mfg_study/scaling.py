@@ -46,7 +46,11 @@ def time_size(spec: Mapping[str, Any], backend: str, size: int) -> dict[str, Any
     import mfg_core as mc
 
     problem = problem_for(spec, size)
+    from mfg_core.backends import DEVICE_BACKENDS
+
     options = dict(spec["options"])
+    if backend in DEVICE_BACKENDS:
+        options["device"] = spec.get("device", "cpu")
     if spec["axis"] == "num_particles":
         options["num_particles"] = size
     loop = mc.build(problem, fp=spec["fp"], coupling=spec["coupling"], backend=backend, **options)

@@ -117,6 +117,7 @@ def _planned():
                 plan.resolved_options(config, fp, coupling,
                                       field="anderson.options" if "anderson" in coupling else "solve")
         runs, skipped = plan.plan_runs(config, problems)
+        plan.check_device(config, {r["backend"] for r in runs})
         machine = physical_memory()
         plan.check_memory(config, runs, problems, machine)
         kinds = (plan.convergence_plan(config, machine), plan.sweep_plan(config), plan.scaling_plan(config))
