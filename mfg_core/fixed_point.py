@@ -20,6 +20,12 @@ with ``stop_on_residual``, also the residual); ``diverged`` when the residual of
 exceeds ``blowup_factor`` times its minimum so far (after iteration 3); ``not_converged`` at
 ``max_iterations``. A non-finite iterate raises :class:`~mfg_core.errors.DivergenceError` naming the
 iteration.
+
+A rule with ``stop_on_system`` (Newton, :mod:`mfg_core.newton`) judges its own iterates on the
+residual of the whole discrete system instead: after each accepted step the loop asks
+``rule.verdict(step, tolerance)`` for ``(status, reason)`` or ``None`` (go on), skips the
+change/residual and blow-up tests, and at ``max_iterations`` takes the reason from
+``rule.max_iterations_reason``. ``rule.summary(history)`` goes into the result's ``extra``.
 """
 
 from __future__ import annotations
@@ -169,6 +175,7 @@ class FixedPointLoop:
             U, M = self.initial_guess(initial_guess)
         U, M, k, status, reason, hist = self._iterate(U, M, max_iterations, tolerance, blowup_factor, verbose)
         wall = time.perf_counter() - start
+        extra = self.rule.summary(hist)
         log.info(reason)
         problem_info = p.parameters()
         problem_info["weights"] = p.weights
@@ -179,7 +186,7 @@ class FixedPointLoop:
             U=U, M=M, converged=status == "converged", status=status, iterations=k, reason=reason,
             history={key: np.asarray(v) for key, v in hist.items()}, coords=p.coords(),
             problem=problem_info, solver=solver, wall_time=wall, compile_time=compile_time,
-            step_diagnostics=steps,
+            step_diagnostics=steps, extra=extra,
         )
 
     def solver_info(self, max_iterations: int, tolerance: float, initial_guess: str) -> dict[str, Any]:
@@ -201,6 +208,7 @@ class FixedPointLoop:
         norms = self.norms
         hist: dict[str, list] = {key: [] for key in ("change_U", "change_M", "residual_U", "residual_M",
                                                       "mass_error", "min_M", "seconds")}
+        self.tolerance = tolerance  # what the rule's reset may read (Newton: its default system tolerance)
         rule.reset(self)
         status, reason = "not_converged", ""
         best = math.inf
@@ -233,6 +241,12 @@ class FixedPointLoop:
                       + (f" {rule.log_note(step)}" if step.record else ""), verbose)
             if not step.accepted:
                 continue
+            if rule.stop_on_system:
+                verdict = rule.verdict(step, tolerance)
+                if verdict is not None:
+                    status, reason = verdict
+                    break
+                continue
             if change < tolerance and (not rule.stop_on_residual or residual < tolerance):
                 status = "converged"
                 reason = (f"converged: change {change:.3e}" + (f" and residual {residual:.3e}"
@@ -246,7 +260,10 @@ class FixedPointLoop:
                           f"{blowup_factor:g}x its minimum {best:.3e}; try a smaller thetaUM or Anderson")
                 break
         else:
-            reason = self._stop_reason(hist, best, max_iterations, tolerance) + rule.stop_note(hist)
+            if rule.stop_on_system:
+                reason = rule.max_iterations_reason(hist, max_iterations, tolerance)
+            else:
+                reason = self._stop_reason(hist, best, max_iterations, tolerance) + rule.stop_note(hist)
         return U, M, k, status, reason, hist
 
     def _log(self, msg: str, verbose: bool) -> None:

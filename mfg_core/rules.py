@@ -44,6 +44,9 @@ class UpdateRule:
     name = ""
     #: also require the fixed-point residual below the tolerance to stop
     stop_on_residual = False
+    #: the rule judges convergence itself (on the residual of the whole system): the loop calls
+    #: :meth:`verdict` instead of its change/residual and blow-up tests
+    stop_on_system = False
 
     def reset(self, loop) -> None:
         """Forget the state of a previous solve."""
@@ -60,6 +63,18 @@ class UpdateRule:
 
     def stop_note(self, hist) -> str:
         return ""
+
+    def verdict(self, step: Step, tolerance: float) -> tuple[str, str] | None:
+        """``(status, reason)`` to stop after this accepted step, or None (``stop_on_system`` rules)."""
+        return None
+
+    def max_iterations_reason(self, hist, max_iterations: int, tolerance: float) -> str:
+        """The reason of a ``stop_on_system`` rule's run that reached ``max_iterations``."""
+        return f"max_iterations={max_iterations} reached (tolerance {tolerance:g})"
+
+    def summary(self, hist) -> dict[str, Any]:
+        """What the result's ``extra`` records of this run (counts the history does not sum up)."""
+        return {}
 
 
 def _ratio(a: float, b: float) -> float:
