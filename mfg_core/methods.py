@@ -39,6 +39,8 @@ class Method:
     fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
     #: extra float64 space-time fields the method holds, from its resolved options (memory estimate)
     extra_fields: Callable[[Mapping[str, Any]], int] | None = None
+    #: coupling methods only: the FP methods it works with (None: every one)
+    fp_methods: tuple[str, ...] | None = None
 
     def load(self):
         """The class (or factory) this method is built with."""
@@ -48,8 +50,16 @@ class Method:
     def runs_on(self) -> tuple[str, ...]:
         return tuple(self.backends) if self.backends is not None else tuple(_backends.names())
 
-    def check(self, backend: str, dim: int) -> None:
-        """Refuse a backend or dimension this method does not run on, naming both."""
+    def works_with(self, fp: str) -> bool:
+        """Whether this coupling method can be combined with the FP method ``fp``."""
+        return self.fp_methods is None or fp in self.fp_methods
+
+    def check(self, backend: str, dim: int, fp: str | None = None) -> None:
+        """Refuse a backend, dimension (or, for a coupling method, FP method) this method does not
+        run on, naming both."""
+        if fp is not None and not self.works_with(fp):
+            raise ValueError(f"{self.kind} method {self.name!r} does not work with fp method {fp!r}; "
+                             f"it works with {list(self.fp_methods)}")
         if backend not in self.runs_on():
             raise ValueError(f"{self.kind} method {self.name!r} does not run on backend {backend!r}; "
                              f"it runs on {list(self.runs_on())}")
@@ -161,4 +171,4 @@ register(Method("coupling", "newton", "mfg_core.newton:Newton",
                              warmup_method="damping", warmup_tolerance=1e-2, continuation="none",
                              continuation_start=None, continuation_steps=4, continuation_min_step=1.0 / 64,
                              stage_tolerance=1e-6, stage_iterations=15, picard_residual="final"),
-                backends=("numpy",), dims=(1,), extra_fields=lambda options: 12))
+                backends=("numpy",), dims=(1,), extra_fields=lambda options: 12, fp_methods=("fdm",)))

@@ -666,6 +666,11 @@ class Newton(UpdateRule):
         p = loop.problem
         if p.dim != 1:
             raise ValueError(f"coupling method 'newton' solves 1D problems only, got a {p.dim}D problem")
+        from .solvers import FPFDMSolver
+
+        if not isinstance(loop.fp_solver, FPFDMSolver):
+            raise ValueError("coupling method 'newton' solves the finite-difference system: it needs an "
+                             f"FPFDMSolver, got {type(loop.fp_solver).__name__}")
         self._data = SystemData.of(p)
         self._tol = self._target_tolerance(getattr(loop, "tolerance", 1e-6))
         if self.continuation == "sigma":
@@ -798,12 +803,12 @@ class Newton(UpdateRule):
         self._last_on_target = stage.target
         event = EVENT_STEP
         common = dict(linear_iterations=ls.iterations, linear_residual=ls.residual, line_search_step=a,
-                      step_bound=bound, projected=project)
+                      step_bound=bound, projected=project, continuation_value=stage.value)
         phase = self._newton_phase()
         if not stage.target and new_max <= self.stage_tolerance:
             event = EVENT_STAGE_DONE
             self._advance(loop, trial)
-        elif self.continuation != "none" and self._stage_steps >= self.stage_iterations and \
+        elif self._good is not None and self._stage_steps >= self.stage_iterations and \
                 not new_max <= self._tol:
             # a stage that does not converge is abandoned like one whose line search fails
             return self._failed(loop, k, U1, M1, maxF, ls, bound, project,
@@ -836,7 +841,8 @@ class Newton(UpdateRule):
         """A failed Newton step: back off to the last converged stage, or stop."""
         stage = self._stage
         common = dict(linear_iterations=ls.iterations, linear_residual=ls.residual, line_search_step=0.0,
-                      step_bound=bound, projected=project)
+                      step_bound=bound, projected=project, continuation_value=stage.value)
+        phase = self._newton_phase()
         if taken is not None:  # the step was taken, the stage abandoned after it
             U, M, _, common, maxF = taken
         where = "" if self.continuation == "none" else f" at continuation value {stage.value:.4g}"
@@ -850,7 +856,7 @@ class Newton(UpdateRule):
                 self._cache = None
                 Ug, Mg = self._stage.system.unpack(z0)
                 return Step(Ug, Mg, (math.nan, math.nan), accepted=False,
-                            record=self._record(self._newton_phase(), EVENT_BACKOFF, maxF,
+                            record=self._record(phase, EVENT_BACKOFF, maxF,
                                                 **{**common, "accepted": False}))
             why += f"; continuation step below continuation_min_step={self.continuation_min_step:g}"
         self._failure = (f"newton failed at iteration {k}{where}: {why} (max|F| {maxF:.3e}); try "
@@ -859,7 +865,7 @@ class Newton(UpdateRule):
         self._last_on_target = False
         self._cache = None
         return Step(U, M, (math.nan, math.nan),
-                    record=self._record(self._newton_phase(), EVENT_FAILED, maxF, **common))
+                    record=self._record(phase, EVENT_FAILED, maxF, **common))
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
