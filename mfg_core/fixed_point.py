@@ -279,4 +279,30 @@ class FixedPointLoop:
         trend = ("stagnating/oscillating" if np.nanmin(tail) > 0.5 * tail[0] else "still decreasing")
         return (f"max_iterations={max_iterations} reached with change {change:.3e}, residual "
                 f"{float(np.fmax(hist['residual_U'][-1], hist['residual_M'][-1])):.3e} (tolerance "
-                f"{tolerance:g}; {trend}; min residual {best:.3e})")
+                f"{tolerance:g}; {trend}; min residual {best:.3e})" + FixedPointLoop._runaway_note(hist))
+
+    @staticmethod
+    def _runaway_note(hist, window: int = 20) -> str:
+        """Why a residual that rose again after its minimum did so, when the history shows it.
+
+        A damped map contracts only where every eigenvalue ``lam`` of its derivative has
+        ``|1 - thetaUM + thetaUM lam| < 1``; an iterate that drifts along a direction where that factor
+        passes 1 (an attractive coupling's crowd shifting, mass moving between two clusters) first
+        converges, then leaves: the steps grow geometrically by the factor. Said when the residual
+        ended at least twice its minimum, reached at least ``window`` iterations before the end, and the
+        step grew over the last ``window`` iterations.
+        """
+        res = np.fmax(np.asarray(hist["residual_U"], dtype=float), np.asarray(hist["residual_M"], dtype=float))
+        step = np.fmax(np.asarray(hist["change_U"], dtype=float), np.asarray(hist["change_M"], dtype=float))
+        accepted = np.asarray(hist.get("accepted", np.ones(res.size, dtype=bool)), dtype=bool)
+        if res.size < 2 * window or not np.any(np.isfinite(res)):
+            return ""
+        j = int(np.nanargmin(np.where(accepted, res, np.nan)))
+        k = res.size - 1
+        growth = step[k] / step[k - window] if step[k - window] > 0 else math.nan
+        if not (k - j >= window and res[k] >= 2.0 * res[j] and growth > 1.0):
+            return ""
+        return (f"; the residual rose from its minimum {res[j]:.3e} at iteration {j + 1}, the step growing "
+                f"x{growth ** (1.0 / window):.4f} per iteration over the last {window}: the iterate moves "
+                "away from a fixed point along a direction in which this damped map expands (no thetaUM "
+                "makes an eigenvalue > 1 of the map's derivative contract; see mfg_core.fixed_point)")

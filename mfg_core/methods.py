@@ -132,7 +132,7 @@ def memory_estimate(problem, fp: str, coupling: str, options: Mapping[str, Any])
 # the built-in methods
 _ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
                          beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
-                         restart_on_reject=False, positivity=True)
+                         restart_on_reject=False, positivity=True, stall_check=True, stall_window=10)
 
 def _anderson_fields(options: Mapping[str, Any]) -> int:
     # depth + 1 pairs (x, G(x) - x) of the state, which holds both fields unless one is accelerated
@@ -160,7 +160,7 @@ register(Method("coupling", "anderson", "mfg_core.rules:Anderson",
                 extra_fields=_anderson_fields))
 register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 "Type-II Anderson with every safeguard off, as the seed library ran it.",
-                options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False},
+                options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False, "stall_check": False},
                 fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields))
 register(Method("coupling", "newton", "mfg_core.newton:Newton",
                 "Newton's method on the whole discrete system (exact Jacobian, line search, optional "

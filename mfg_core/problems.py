@@ -182,6 +182,15 @@ def _evacuation_build(p, grid):
     }
 
 
+def _attractive_build(p, grid):
+    c, a, x0 = p["strength"], p["m0_width"], p["m0_center"]
+    return {
+        "coupling": lambda m: -c * m,
+        "coupling_dm": lambda m: np.full_like(m, -c),
+        "m0": lambda x: np.exp(-a * (x - x0) ** 2),
+    }
+
+
 SPECS: dict[str, ProblemSpec] = {}
 
 
@@ -225,6 +234,22 @@ register(ProblemSpec(
     params=dict(kappa=0.5, exit_weight=1.0, stay_cost=0.0, m0_mean=0.45, m0_std=0.1),
     build=_evacuation_build,
 ))
+
+
+register(ProblemSpec(
+    "attractive_quickstart",
+    "The peer library's quick-start problem in this convention: attractive coupling F(m) = -strength m "
+    "(agents like crowds), no potential, g = 0, m0 ~ exp(-m0_width (x - m0_center)^2) on [0, 1], Neumann, "
+    "sigma 0.1, T = 1, Nx = 50, Nt = 20. An attractive coupling need not have a unique equilibrium: "
+    "damping and Anderson converge to different ones (one peak / two peaks).",
+    grid=dict(xmin=0.0, xmax=1.0, Nx=50, T=1.0, Nt=20, sigma=0.1, boundary="neumann", lam=1.0),
+    params=dict(strength=0.1, m0_width=5.0, m0_center=0.5),
+    build=_attractive_build,
+))
+
+#: named problems whose coupling is monotone (repulsive, ``F`` nondecreasing in ``m``; no coupling
+#: counts): the Lasry-Lions condition, under which the equilibrium is unique
+MONOTONE = ("lq", "stationary_log", "congestion", "congestion_strong", "evacuation")
 
 
 def names() -> list[str]:
