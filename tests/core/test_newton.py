@@ -276,3 +276,43 @@ def test_result_goes_to_xarray_with_the_newton_history():
     assert ds.attrs["warmup_iterations"] == 2
     assert '"2": "newton"' in ds.attrs["solver_phase_codes"]
     assert ds.attrs["status"] == "converged"
+
+
+# ---------------------------------------------------------------------------------------------
+# the attractive quick-start problem: two equilibria, and which methods can reach which
+
+
+def picard_eigenvalues(p, U, M, count=3):
+    """Largest eigenvalues of the derivative of the Picard map M -> FP(HJB(M)) at (U, M): the Schur
+    operator K of the Newton linearisation, built column by column (Nt N = 1020 here)."""
+    S = system(p)
+    lin = S.linearise(U, M)
+    n = S.Nt * S.N
+    K = np.empty((n, n))
+    for j in range(n):
+        e = np.zeros(n)
+        e[j] = 1.0
+        K[:, j] = lin.fwd(lin.A_MU(lin.back(lin.D * e.reshape(S.Nt, S.N)))).ravel()
+    ev = np.linalg.eigvals(K)
+    return ev[np.argsort(-np.abs(ev))][:count]
+
+
+def test_attractive_problem_has_a_picard_stable_and_a_picard_unstable_equilibrium():
+    p = mc.problems.load("attractive_quickstart")
+    damp = mc.solve(p, coupling="damping", max_iterations=200, tolerance=1e-10)
+    acc = mc.solve(p, coupling="anderson", max_iterations=200, tolerance=1e-10)
+    newton = mc.solve(p, coupling="newton", max_iterations=40, tolerance=1e-10, warmup_iterations=10)
+    assert damp.converged and acc.converged and newton.converged
+    for r in (damp, acc, newton):  # all three are solutions of the one discrete system
+        assert system(p).max_residual(r.U, r.M) < 1e-8
+    assert np.abs(acc.M - damp.M).max() > 10  # two peaks (max m 16.7) against one (39.7)
+    assert np.abs(newton.M - damp.M).max() < 1e-8 * damp.M.max() and newton.extra["newton_steps"] <= 10  # measured 7
+    one = picard_eigenvalues(p, damp.U, damp.M)
+    two = picard_eigenvalues(p, acc.U, acc.M)
+    # one peak: top eigenvalue 0.44, damped multiplier 0.5 + 0.5 * 0.44 = 0.72 -- damping's rate
+    assert abs(one[0]) < 0.6 and abs(0.5 + 0.5 * one[0]) < 0.8
+    # two peaks: a real eigenvalue 3.75 > 1, so no damping converges there; Anderson does
+    assert two[0].real > 2 and abs(two[0].imag) < 1e-8
+    # without a warm-up, Newton's line search stalls on this problem and says so
+    bare = mc.solve(p, coupling="newton", max_iterations=40, tolerance=1e-10)
+    assert bare.status == "not_converged" and "warmup_iterations" in bare.reason
