@@ -281,18 +281,53 @@ class Linearisation:
         self.dp = np.where(right_u - U0 < 0.0, inv, 0.0)
         self.dq = np.where(U0 - left_u > 0.0, inv, 0.0)
         self._jfac = self._tfac = None  # factorisations of J^n and J^{nT}, on first use
+        self._amu = None  # the coefficients of dR_M/dU, on first use
 
     # --- products -------------------------------------------------------------------------------
-    def A_MU(self, dU: np.ndarray) -> np.ndarray:
-        """``dR_M/dU`` applied to ``dU`` (shape ``(Nt, N)``)."""
+    def _fp_u_entries(self):
+        """``(rows, cols, values)`` of ``dR_M/dU`` with level-local indices ``n N + node``: row ``c`` of
+        ``W^{-1} J^T W`` gets from row ``i`` of ``J`` the derivative through ``i``'s upwind coefficients,
+        on ``U`` at ``i`` and ``r(i)`` (``a_plus``) and at ``i`` and ``l(i)`` (``a_minus``)."""
         s = self.system
-        right, left = _fdm.neighbours(dU, s.periodic)
-        P = self.dp * (right - dU)  # the change of a_plus
-        Q = self.dq * (dU - left)  # the change of a_minus
-        g = [self.mu * (s.dband_plus[k] * P + s.dband_minus[k] * Q) for k in range(3)]
-        # row i of J holds (i, l(i)) in band 0, (i, i) in band 1, (i, r(i)) in band 2; J^T takes them
-        # to rows l(i), i, r(i) (zero where the Neumann fold emptied a band)
-        return (g[1] + np.roll(g[0], -1, axis=-1) + np.roll(g[2], 1, axis=-1)) / s.w
+        base = np.arange(s.Nt)[:, None] * s.N
+        idx = np.arange(s.N)
+        nodes = (s.left, idx, s.right)  # the column of band k in row i
+        rows, cols, vals = [], [], []
+        for k in range(3):
+            c_node = nodes[k][None, :]
+            gp = self.mu * s.dband_plus[k][None, :] / s.w[c_node] * self.dp
+            gq = self.mu * s.dband_minus[k][None, :] / s.w[c_node] * self.dq
+            r = np.broadcast_to(base + c_node, gp.shape)
+            for col, v in ((base + s.right[None, :], gp), (base + idx[None, :], gq - gp), (base + s.left[None, :], -gq)):
+                rows.append(r.ravel())
+                cols.append(np.broadcast_to(col, gp.shape).ravel())
+                vals.append(v.ravel())
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+    def A_MU(self, dU: np.ndarray) -> np.ndarray:
+        """``dR_M/dU`` applied to ``dU`` (shape ``(Nt, N)``).
+
+        Row ``i`` of ``J`` changes by ``dJ_{i,.}/da^+ P_i + dJ_{i,.}/da^- Q_i`` (``P``, ``Q`` the changes
+        of the upwind coefficients); its entries in bands 0, 1, 2 sit in columns ``l(i), i, r(i)``,
+        which ``J^T`` turns into rows: band 1 stays, band 0 moves one row up, band 2 one row down
+        (wrapping if periodic; a band the Neumann fold emptied is zero)."""
+        if self._amu is None:
+            s = self.system
+            nodes = (s.left, np.arange(s.N), s.right)
+            self._amu = [(self.mu * self.dp * s.dband_plus[k] / s.w[nodes[k]],
+                          self.mu * self.dq * s.dband_minus[k] / s.w[nodes[k]]) for k in range(3)]
+        right, left = _fdm.neighbours(dU, self.system.periodic)
+        P = right - dU
+        Q = dU - left
+        (p0, q0), (p1, q1), (p2, q2) = self._amu
+        out = p1 * P + q1 * Q
+        g = p0 * P + q0 * Q
+        out[:, :-1] += g[:, 1:]
+        out[:, -1] += g[:, 0]
+        g = p2 * P + q2 * Q
+        out[:, 1:] += g[:, :-1]
+        out[:, 0] += g[:, -1]
+        return out
 
     def matvec(self, dU: np.ndarray, dM: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The Jacobian applied to ``(dU, dM)`` (the U-part ``dU^0..dU^{Nt-1}``, M-part ``dM^1..dM^{Nt}``)."""
@@ -311,9 +346,10 @@ class Linearisation:
         if self._jfac is None:
             self._jfac = TridiagonalStack(*self.jbands, self.system.periodic)
         x = np.empty_like(rhs)
+        solve = self._jfac.solve
         nxt = 0.0
         for n in range(self.system.Nt - 1, -1, -1):
-            nxt = x[n] = self._jfac.solve(n, rhs[n] + nxt)
+            nxt = x[n] = solve(n, rhs[n] + nxt)
         return x
 
     def fwd(self, rhs: np.ndarray) -> np.ndarray:
@@ -321,11 +357,12 @@ class Linearisation:
         if self._tfac is None:
             self._tfac = TridiagonalStack(*self.tbands, self.system.periodic)
         w = self.system.w
-        x = np.empty_like(rhs)
+        y = w * rhs  # in mass variables: J^{nT} mu^n = W rhs^n + mu^{n-1}
+        solve = self._tfac.solve
         prev = 0.0
         for n in range(self.system.Nt):
-            prev = x[n] = self._tfac.solve(n, w * (rhs[n] + prev)) / w
-        return x
+            prev = y[n] = solve(n, y[n] + prev)
+        return y / w
 
     # --- the assembled matrix -------------------------------------------------------------------
     def assemble(self, fmt: str = "csc") -> sp.spmatrix:
@@ -352,17 +389,12 @@ class Linearisation:
         if Nt > 1:
             add(uU[:-1], uU[1:], -1.0)
         add(uU, uM, self.D)
-        # FP rows: row c of W^{-1} J^T W gets J_{i,c} w_i / w_c on M^{n+1}_i from row i of J, and the
-        # derivative through row i's upwind coefficients on U^n at i, r(i) (a_plus) and i, l(i) (a_minus)
+        # FP rows: row c of W^{-1} J^T W gets J_{i,c} w_i / w_c on M^{n+1}_i from row i of J; and dR_M/dU
         for k, band in enumerate((lower, diag, upper)):
             c_node = nodes[k][None, :]
-            fp_row = 2 * (base + c_node) + 1
-            add(fp_row, uM, band * w[None, :] / w[c_node])
-            gp = self.mu * s.dband_plus[k][None, :] / w[c_node] * self.dp
-            gq = self.mu * s.dband_minus[k][None, :] / w[c_node] * self.dq
-            add(fp_row, colU[2], gp)
-            add(fp_row, uU, gq - gp)
-            add(fp_row, colU[0], -gq)
+            add(2 * (base + c_node) + 1, uM, band * w[None, :] / w[c_node])
+        r, c, v = self._fp_u_entries()
+        add(2 * r + 1, 2 * c, v)
         if Nt > 1:
             add(uM[1:], uM[:-1], -1.0)
         J = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
@@ -401,12 +433,27 @@ class TridiagonalStack:
             else:
                 self._fac.append(f)
 
-    def solve(self, n: int, rhs: np.ndarray) -> np.ndarray:
-        if not self.periodic:
-            return lapack.dgttrs(*self._fac[n], rhs)[0]
+        self.solve = self._solve_cyclic if periodic else self._solve
+
+    def _solve(self, n: int, rhs: np.ndarray) -> np.ndarray:
+        return _gttrs(*self._fac[n], rhs)[0]
+
+    def _solve_cyclic(self, n: int, rhs: np.ndarray) -> np.ndarray:
         f, z, ratio, den = self._fac[n]
-        y = lapack.dgttrs(*f, rhs)[0]
+        y = _gttrs(*f, rhs)[0]
         return y - ((y[0] + ratio * y[-1]) / den) * z
+
+
+_gttrs = lapack.dgttrs
+
+
+def _relative_change(new: np.ndarray, old: np.ndarray, w: np.ndarray) -> float:
+    """The loop's relative change ``||new - old|| / ||new||`` (space-time L2 with the quadrature weights;
+    the ``dt`` cancels), in single-threaded einsum passes."""
+    d = new - old
+    num = float(np.einsum("ij,j,ij->", d, w, d))
+    den = float(np.einsum("ij,j,ij->", new, w, new))
+    return math.sqrt(num) / max(math.sqrt(den), 1e-300)
 
 
 def _norm(v: np.ndarray) -> float:
@@ -420,7 +467,7 @@ def gmres(apply, b: np.ndarray, rtol: float, restart: int, maxiter: int) -> tupl
     Arnoldi by classical Gram-Schmidt with one re-orthogonalisation when the vector lost more than
     30 % of its norm ("twice is enough"), Givens rotations for the small least-squares problem;
     einsum rather than BLAS for the long vectors (see :func:`_norm`). The true residual is
-    recomputed at each restart.
+    recomputed at each restart (the returned residual is the Arnoldi estimate).
     """
     n = b.size
     x = np.zeros(n)
@@ -466,6 +513,8 @@ def gmres(apply, b: np.ndarray, rtol: float, restart: int, maxiter: int) -> tupl
             V[j + 1] = w / wn
         y = np.linalg.solve(np.triu(H[:k, :k]), g[:k]) if k else np.zeros(0)
         x += np.einsum("ij,i->j", V[:k], y)
+        if abs(g[k]) <= target or its >= maxiter:
+            return x, its, bool(abs(g[k]) <= target), abs(g[k]) / bnorm  # the estimate: no extra product
         r = b - apply(x)
         beta = _norm(r)
     return x, its, bool(beta <= target), beta / bnorm
@@ -814,7 +863,8 @@ class Newton(UpdateRule):
             return self._failed(loop, k, U1, M1, maxF, ls, bound, project,
                                 f"{self.stage_iterations} Newton steps without reaching the stage tolerance",
                                 taken=(U1, M1, residual, common, new_max))
-        return Step(U1, M1, residual, record=self._record(phase, event, new_max, **common))
+        change = (_relative_change(U1, U, S.w), _relative_change(M1, M, S.w))
+        return Step(U1, M1, residual, change=change, record=self._record(phase, event, new_max, **common))
 
     def _picard(self, loop, k, stage, U, M, final):
         if not (self.picard_residual == "every" or (final and self.picard_residual == "final")):
