@@ -66,11 +66,18 @@ bidiagonal (backward in time: ``J^n dU^n = r^n + dU^{n+1}``) and ``A_MM`` block 
 (forward: the FP sweep with the adjoint blocks), each solved by one tridiagonal solve per time
 level. With ``back = A_UU^{-1}`` and ``fwd = A_MM^{-1}``, the system is
 ``(I - K) dM = fwd(r_M - A_MU back(r_U))``, ``K = fwd A_MU back A_UM`` -- ``K`` is the derivative
-of the Picard map -- solved by GMRES (restarted, relative tolerance ``eta_k = min(linear_rtol,
-max|F_k|)``, so that Newton stays quadratic); ``linear_iterations`` counts its inner iterations.
+of the Picard map, whose eigenvalues cluster at 0 (the HJB and FP solves smooth) -- solved by GMRES
+(:func:`gmres`: restarted, relative tolerance ``eta_k = min(linear_rtol, max(max|F_k|, 0.1 tol /
+max|F_k|))``: ``max|F_k|`` keeps Newton quadratic, and no step is solved beyond what takes the next
+residual to a tenth of the target ``tol``); ``linear_iterations`` counts its inner iterations
+(measured 5-7 per Newton step on ``congestion`` at every N, 20-45 at sigma = 0.02 - 0.1). One
+iteration costs one tridiagonal solve per time level forward and one backward (LAPACK
+``gttrf`` once per Newton step, ``gttrs`` per solve): at ``N = Nt = 400`` a Newton step takes about
+0.2 s against 1.3 s for one SuperLU factorisation at ``N = Nt = 200``.
 Both solvers end with ``dU = back(r_U - A_UM dM)`` and ``dM = fwd(r_M - A_MU dU)``: the FP rows of
 the step hold to round-off, which keeps the mass exact. ``"auto"`` (default) takes ``"direct"`` up
-to ``direct_limit`` unknowns and ``"gmres"`` above.
+to ``direct_limit`` unknowns (default 10,000: ``N = Nt`` about 70; exact solves, the cleanest
+quadratic convergence) and ``"gmres"`` above.
 
 Globalisation
 -------------
@@ -103,13 +110,24 @@ system_tolerance`` (default: the solve's ``tolerance``) at the target problem --
 relative change, and has no blow-up test (the line search and back-off stand in for it). Per
 iteration the history has the loop's keys (``change_*``; ``residual_U``/``residual_M``: for Newton
 steps the relative Picard residual of the *new* iterate, the one judged, at the current
-continuation value -- NaN with ``picard_residual=False``) and ``phase`` (0 warmup, 1 continuation,
+continuation value: ``picard_residual="every"`` step, only for the iterate that ends the solve as
+converged (``"final"``, the default: one HJB and one FP solve per solve, so the result compares with
+the Picard methods' in the study's tables), or never (``"none"``); NaN where not computed) and
+``phase`` (0 warmup, 1 continuation,
 2 newton), ``newton_event`` (0 step, 1 stage_converged, 2 backoff, 3 failed, 4 warmup_done),
 ``newton_residual``, ``linear_iterations``, ``linear_residual`` (``||J d + F|| / ||F||``),
 ``line_search_step``, ``step_bound``, ``projected``, ``continuation_value`` (NaN without
 continuation) and ``accepted``; with an Anderson warm-up also Anderson's keys (neutral values in
 Newton steps). The result's ``extra`` has the counts: ``newton_steps``, ``warmup_iterations``,
 ``continuation_stages``, ``backoffs``, ``linear_iterations``.
+
+Where it stands (measured, Nx = Nt = 50 unless said): 5 Newton steps to ``max|F| <= 1e-10`` on
+``congestion`` and ``congestion_strong`` from the terminal guess (quadratic: ``r_{k+1} / r_k^2 <=
+0.2``), the Anderson solution to 1e-10; on every named problem and both boundaries 2-9 steps; on
+``congestion`` at sigma down to 0.02 (where damping and Anderson fail) 8-12 steps, with or without
+continuation; ``attractive_quickstart`` needs the warm-up (line search stalls from the terminal
+guess; 10 damped steps, then 7 Newton steps, to damping's one-peak equilibrium). Only the FDM FP
+method and the numpy backend (the registry refuses the others); 1D only.
 """
 
 from __future__ import annotations
