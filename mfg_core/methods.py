@@ -162,6 +162,12 @@ register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 "Type-II Anderson with every safeguard off, as the seed library ran it.",
                 options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False, "stall_check": False},
                 fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields))
+def _newton_fields(options: Mapping[str, Any]) -> int:
+    # the linearisation (bands, their factorisations, the coefficients of dR_M/dU: about 30 fields),
+    # the iterate, its residual and the trial point, and GMRES's Krylov basis (up to gmres_restart + 1)
+    return 36 + int(options["gmres_restart"]) + 1
+
+
 register(Method("coupling", "newton", "mfg_core.newton:Newton",
                 "Newton's method on the whole discrete system (exact Jacobian, line search, optional "
                 "Picard/Anderson warm-up and continuation in sigma or the coupling); 1D, numpy.",
@@ -171,4 +177,4 @@ register(Method("coupling", "newton", "mfg_core.newton:Newton",
                              warmup_method="damping", warmup_tolerance=1e-2, continuation="none",
                              continuation_start=None, continuation_steps=4, continuation_min_step=1.0 / 64,
                              stage_tolerance=1e-6, stage_iterations=15, picard_residual="final"),
-                backends=("numpy",), dims=(1,), extra_fields=lambda options: 12, fp_methods=("fdm",)))
+                backends=("numpy",), dims=(1,), extra_fields=_newton_fields, fp_methods=("fdm",)))

@@ -498,7 +498,7 @@ def gmres(apply, b: np.ndarray, rtol: float, restart: int, maxiter: int) -> tupl
     its = 0
     while its < maxiter and beta > target:
         m = min(restart, maxiter - its, n)
-        V = np.empty((m + 1, n))
+        V = np.empty((min(m, 7) + 1, n))  # grown by doubling: most solves need a few vectors
         H = np.zeros((m + 1, m))
         cs, sn = np.zeros(m), np.zeros(m)
         g = np.zeros(m + 1)
@@ -528,6 +528,8 @@ def gmres(apply, b: np.ndarray, rtol: float, restart: int, maxiter: int) -> tupl
             k = j + 1
             if abs(g[j + 1]) <= target or wn == 0.0:
                 break
+            if j + 1 == V.shape[0]:
+                V = np.concatenate([V, np.empty((min(V.shape[0], m + 1 - V.shape[0]), n))])
             V[j + 1] = w / wn
         y = np.linalg.solve(np.triu(H[:k, :k]), g[:k]) if k else np.zeros(0)
         x += np.einsum("ij,i->j", V[:k], y)
@@ -785,7 +787,8 @@ class Newton(UpdateRule):
         self._counts["warmup"] += 1
         res = max(st.residual)
         done = (st.accepted and res < self.warmup_tolerance) or self._counts["warmup"] >= self.warmup_iterations
-        system_res = self._stage.system.max_residual(st.U, st.M)
+        S = self._stage.system
+        system_res = S.max_residual(*S.unpack(S.pack(st.U, st.M)))  # with the data rows U[Nt] = g, M[0] = m0
         self._last_on_target = self._stage.target
         if done:
             self._phase = self._newton_phase()
@@ -796,16 +799,19 @@ class Newton(UpdateRule):
 
     # --- Newton ---------------------------------------------------------------------------------
     def _current(self, U, M):
+        """``(U, M, z, R, ||R||)`` of the iterate the loop hands over; ``U[Nt] = g`` and ``M[0] = m0``
+        are data, not unknowns (the heat initial guess has ``U = 0`` everywhere)."""
         c = self._cache
         if c is not None and c[0] is U and c[1] is M:
-            return c[2:]
+            return c
         S = self._stage.system
         z = S.pack(U, M)
+        U, M = S.unpack(z)
         R = S.interleave(*S.residual(U, M))
         nR = _norm(R)
         if not math.isfinite(nR):
             raise DivergenceError("the residual of the discrete system is NaN or inf at the Newton iterate")
-        return z, R, nR
+        return U, M, z, R, nR
 
     def _solve(self, lin, rU, rM, maxF) -> LinearSolve:
         S = lin.system
@@ -822,7 +828,7 @@ class Newton(UpdateRule):
     def _newton_step(self, loop, k, U, M):
         stage = self._stage
         S = stage.system
-        z, R, nR = self._current(U, M)
+        U, M, z, R, nR = self._current(U, M)
         maxF = float(np.max(np.abs(R)))
         RU, RM = S.split(R)
         lin = S.linearise(U, M)
