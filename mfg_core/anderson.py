@@ -42,6 +42,20 @@ Safeguards (applied by the rule :class:`mfg_core.rules.Anderson`, each switchabl
     point). Otherwise it is rejected: the iterate returns to the last accepted point and takes the
     damped Picard step ``x_acc + thetaUM f_acc``. The evaluated pair ``(x_{k+1}, G(x_{k+1}))`` is
     still a valid secant of ``G`` and stays in the history unless ``restart_on_reject``.
+``stall_check``, ``stall_window``
+    Accelerated steps must pay for themselves against the damping they fall back to. Every damped
+    step's residual decrease ``||f_after|| / ||f_before||`` is recorded (the first step, the
+    fallbacks after a rejection or a restart); ``rho_D`` is the largest of them (the slowest damped
+    step seen: a single damped step that decreased the residual says little about damping's rate in
+    a transient, one that increased it says that damping is no contraction here).
+    Every ``stall_window`` evaluations the best accepted residual is compared with its value a window
+    earlier: if it fell by less than ``rho_D^stall_window`` -- what damping would have done with as
+    many evaluations -- the accelerated steps have stopped paying. The first time the history is
+    dropped (``restart_stalled``: a stale history is the usual cause); at a second stall within two
+    windows of a restart acceleration pauses for ``stall_window`` damped steps (``paused``; each
+    further pause twice as long, so that a method whose acceleration never pays costs little more
+    than damping), then resumes from the history of the damped steps. Where damping does not contract (``rho_D >= 1``, or no damped step
+    seen yet) the check never fires. Each of these iterations says so in ``anderson_status``.
 ``positivity``
     After every step (accelerated or fallback), ``M <- max(M, 0)`` and each time slice is rescaled
     to discrete mass 1 (``sum(weights * M[n]) = 1``): the extrapolation (2) can produce negative
@@ -76,12 +90,16 @@ STATUS_NO_HISTORY = 1  #: not enough history yet (first iteration or after a res
 STATUS_RESTART = 2  #: least-squares matrix ill-conditioned: history dropped, damped step
 STATUS_NONFINITE = 3  #: least-squares data or solution NaN/inf: history dropped, damped step
 STATUS_REJECTED = 4  #: the point just evaluated raised the residual: rejected, damped step from the last accepted point
+STATUS_RESTART_STALLED = 5  #: accelerated steps stopped paying (stall check): history dropped, damped step
+STATUS_PAUSED = 6  #: acceleration paused after repeated stalls: damped step
 STATUS_NAMES = {
     STATUS_ANDERSON: "anderson",
     STATUS_NO_HISTORY: "no_history",
     STATUS_RESTART: "restart_ill_conditioned",
     STATUS_NONFINITE: "fallback_nonfinite",
     STATUS_REJECTED: "rejected_residual_growth",
+    STATUS_RESTART_STALLED: "restart_stalled",
+    STATUS_PAUSED: "paused",
 }
 
 
@@ -98,6 +116,7 @@ class AndersonOptions:
         ``"U"`` (state ``U``, map ``U -> HJB(FP(U))``). The other field follows the map.
     residual_check, residual_growth, restart_on_reject : the residual-decrease safeguard.
     positivity : project M onto ``M >= 0`` and renormalise the mass of each time slice.
+    stall_check, stall_window : restart, then pause, acceleration that stops beating damping.
     """
 
     depth: int = 5
@@ -112,6 +131,8 @@ class AndersonOptions:
     residual_growth: float = 1.0
     restart_on_reject: bool = False
     positivity: bool = True
+    stall_check: bool = True
+    stall_window: int = 10
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +140,7 @@ class AndersonOptions:
 
 OPTION_NAMES = tuple(AndersonOptions.__dataclass_fields__)
 #: the safeguards off: Anderson as the seed library ran it (the method ``anderson_plain``)
-PLAIN_OPTIONS = {"residual_check": False, "positivity": False}
+PLAIN_OPTIONS = {"residual_check": False, "positivity": False, "stall_check": False}
 
 
 def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
@@ -144,6 +165,8 @@ def make_options(depth: Any = 5, **options: Any) -> AndersonOptions:
                                    closed_low=True, closed_high=False),
         restart_on_reject=v.flag("restart_on_reject", opt["restart_on_reject"]),
         positivity=v.flag("positivity", opt["positivity"]),
+        stall_check=v.flag("stall_check", opt["stall_check"]),
+        stall_window=v.integer("stall_window", opt["stall_window"], 2),
     )
 
 
@@ -329,3 +352,56 @@ def project_density(M: np.ndarray, weights: np.ndarray) -> np.ndarray:
         M[bad] = 1.0 / float(np.sum(weights))
         mass = np.sum(M * weights, axis=space)
     return M / mass.reshape((-1,) + (1,) * len(space))
+
+
+class StallGuard:
+    """The ``stall_check`` safeguard's bookkeeping (see the module docstring).
+
+    ``damped(before, after)`` records a damped step's residual decrease; ``check(k, best)`` is
+    called once per evaluation with the best accepted residual so far and returns ``None`` (go on),
+    ``STATUS_RESTART_STALLED`` or ``STATUS_PAUSED``; ``pausing`` says whether this iteration's step
+    must be damped.
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        self._ratios: list[float] = []
+        self._ref: tuple[int, float] | None = None  # (evaluation, best residual) a window ago
+        self._last_restart = -(10**9)
+        self._pause_until = -1
+        self._pauses = 0
+
+    @property
+    def rho(self) -> float:
+        """Damping's per-step decrease, conservatively: the slowest damped step seen (NaN before two)."""
+        return max(self._ratios) if len(self._ratios) >= 2 else math.nan
+
+    def damped(self, before: float, after: float) -> None:
+        if before > 0 and math.isfinite(before) and math.isfinite(after):
+            self._ratios.append(after / before)
+
+    def pausing(self, k: int) -> bool:
+        return k <= self._pause_until
+
+    def check(self, k: int, best: float):
+        if self.pausing(k) or not math.isfinite(best):
+            return None
+        if self._ref is None:
+            self._ref = (k, best)
+            return None
+        k0, best0 = self._ref
+        if k - k0 < self.window:
+            return None
+        self._ref = (k, best)
+        rho = self.rho
+        if not rho < 1.0 or best <= rho ** (k - k0) * best0:
+            return None
+        if k - self._last_restart <= 2 * self.window:
+            length = self.window * 2**self._pauses  # each pause twice as long as the one before
+            self._pauses += 1
+            self._pause_until = k + length - 1
+            self._last_restart = k + length  # the fresh history starts after the pause
+            self._ref = None
+            return STATUS_PAUSED
+        self._last_restart = k
+        return STATUS_RESTART_STALLED

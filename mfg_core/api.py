@@ -24,7 +24,8 @@ def build(problem: MFGProblem, fp: str = "fdm", coupling: str = "damping",
     resolved = methods.resolve_options(fp, coupling, options)
     fp_method, coupling_method = methods.get("fp", fp), methods.get("coupling", coupling)
     for m in (methods.get("hjb", "fdm"), fp_method, coupling_method):
-        m.check(be.name, problem.dim, problem.grid.obstacle is not None)
+        m.check(be.name, problem.dim, fp if m is coupling_method else None,
+                problem.grid.obstacle is not None)
     rule = coupling_method.load()(**resolved["coupling"])
     hjb = methods.get("hjb", "fdm").load()(problem, be, **resolved["hjb"])
     fps = fp_method.load()(problem, backend=be, **resolved["fp"])

@@ -20,6 +20,12 @@ with ``stop_on_residual``, also the residual); ``diverged`` when the residual of
 exceeds ``blowup_factor`` times its minimum so far (after iteration 3); ``not_converged`` at
 ``max_iterations``. A non-finite iterate raises :class:`~mfg_core.errors.DivergenceError` naming the
 iteration.
+
+A rule with ``stop_on_system`` (Newton, :mod:`mfg_core.newton`) judges its own iterates on the
+residual of the whole discrete system instead: after each accepted step the loop asks
+``rule.verdict(step, tolerance)`` for ``(status, reason)`` or ``None`` (go on), skips the
+change/residual and blow-up tests, and at ``max_iterations`` takes the reason from
+``rule.max_iterations_reason``. ``rule.summary(history)`` goes into the result's ``extra``.
 """
 
 from __future__ import annotations
@@ -169,6 +175,7 @@ class FixedPointLoop:
             U, M = self.initial_guess(initial_guess)
         U, M, k, status, reason, hist = self._iterate(U, M, max_iterations, tolerance, blowup_factor, verbose)
         wall = time.perf_counter() - start
+        extra = self.rule.summary(hist)
         log.info(reason)
         problem_info = p.parameters()
         problem_info["weights"] = p.weights
@@ -179,7 +186,7 @@ class FixedPointLoop:
             U=U, M=M, converged=status == "converged", status=status, iterations=k, reason=reason,
             history={key: np.asarray(v) for key, v in hist.items()}, coords=p.coords(),
             problem=problem_info, solver=solver, wall_time=wall, compile_time=compile_time,
-            step_diagnostics=steps,
+            step_diagnostics=steps, extra=extra,
         )
 
     def solver_info(self, max_iterations: int, tolerance: float, initial_guess: str) -> dict[str, Any]:
@@ -201,6 +208,7 @@ class FixedPointLoop:
         norms = self.norms
         hist: dict[str, list] = {key: [] for key in ("change_U", "change_M", "residual_U", "residual_M",
                                                       "mass_error", "min_M", "seconds")}
+        self.tolerance = tolerance  # what the rule's reset may read (Newton: its default system tolerance)
         rule.reset(self)
         status, reason = "not_converged", ""
         best = math.inf
@@ -237,6 +245,12 @@ class FixedPointLoop:
                       + (f" {rule.log_note(step)}" if step.record else ""), verbose)
             if not step.accepted:
                 continue
+            if rule.stop_on_system:
+                verdict = rule.verdict(step, tolerance)
+                if verdict is not None:
+                    status, reason = verdict
+                    break
+                continue
             if change < tolerance and (not rule.stop_on_residual or residual < tolerance):
                 status = "converged"
                 reason = (f"converged: change {change:.3e}" + (f" and residual {residual:.3e}"
@@ -250,7 +264,10 @@ class FixedPointLoop:
                           f"{blowup_factor:g}x its minimum {best:.3e}; try a smaller thetaUM or Anderson")
                 break
         else:
-            reason = self._stop_reason(hist, best, max_iterations, tolerance) + rule.stop_note(hist)
+            if rule.stop_on_system:
+                reason = rule.max_iterations_reason(hist, max_iterations, tolerance)
+            else:
+                reason = self._stop_reason(hist, best, max_iterations, tolerance) + rule.stop_note(hist)
         return U, M, k, status, reason, hist
 
     def _log(self, msg: str, verbose: bool) -> None:
@@ -266,4 +283,30 @@ class FixedPointLoop:
         trend = ("stagnating/oscillating" if np.nanmin(tail) > 0.5 * tail[0] else "still decreasing")
         return (f"max_iterations={max_iterations} reached with change {change:.3e}, residual "
                 f"{float(np.fmax(hist['residual_U'][-1], hist['residual_M'][-1])):.3e} (tolerance "
-                f"{tolerance:g}; {trend}; min residual {best:.3e})")
+                f"{tolerance:g}; {trend}; min residual {best:.3e})" + FixedPointLoop._runaway_note(hist))
+
+    @staticmethod
+    def _runaway_note(hist, window: int = 20) -> str:
+        """Why a residual that rose again after its minimum did so, when the history shows it.
+
+        A damped map contracts only where every eigenvalue ``lam`` of its derivative has
+        ``|1 - thetaUM + thetaUM lam| < 1``; an iterate that drifts along a direction where that factor
+        passes 1 (an attractive coupling's crowd shifting, mass moving between two clusters) first
+        converges, then leaves: the steps grow geometrically by the factor. Said when the residual
+        ended at least twice its minimum, reached at least ``window`` iterations before the end, and the
+        step grew over the last ``window`` iterations.
+        """
+        res = np.fmax(np.asarray(hist["residual_U"], dtype=float), np.asarray(hist["residual_M"], dtype=float))
+        step = np.fmax(np.asarray(hist["change_U"], dtype=float), np.asarray(hist["change_M"], dtype=float))
+        accepted = np.asarray(hist.get("accepted", np.ones(res.size, dtype=bool)), dtype=bool)
+        if res.size < 2 * window or not np.any(np.isfinite(res)):
+            return ""
+        j = int(np.nanargmin(np.where(accepted, res, np.nan)))
+        k = res.size - 1
+        growth = step[k] / step[k - window] if step[k - window] > 0 else math.nan
+        if not (k - j >= window and res[k] >= 2.0 * res[j] and growth > 1.0):
+            return ""
+        return (f"; the residual rose from its minimum {res[j]:.3e} at iteration {j + 1}, the step growing "
+                f"x{growth ** (1.0 / window):.4f} per iteration over the last {window}: the iterate moves "
+                "away from a fixed point along a direction in which this damped map expands (no thetaUM "
+                "makes an eigenvalue > 1 of the map's derivative contract; see mfg_core.fixed_point)")

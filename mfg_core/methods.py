@@ -44,6 +44,8 @@ class Method:
     obstacles: bool = True
     #: extra float64 space-time fields the method holds, from its resolved options (memory estimate)
     extra_fields: Callable[[Mapping[str, Any]], int] | None = None
+    #: coupling methods only: the FP methods it works with (None: every one)
+    fp_methods: tuple[str, ...] | None = None
 
     def load(self):
         """The class (or factory) this method is built with."""
@@ -57,8 +59,16 @@ class Method:
             return tuple(b for b in every if b in self.backends_by_dim[dim])
         return every
 
-    def check(self, backend: str, dim: int, obstacle: bool = False) -> None:
-        """Refuse a backend, dimension or obstacle this method does not handle, naming both."""
+    def works_with(self, fp: str) -> bool:
+        """Whether this coupling method can be combined with the FP method ``fp``."""
+        return self.fp_methods is None or fp in self.fp_methods
+
+    def check(self, backend: str, dim: int, fp: str | None = None, obstacle: bool = False) -> None:
+        """Refuse a backend, dimension, obstacle (or, for a coupling method, FP method) this method
+        does not handle, naming both."""
+        if fp is not None and not self.works_with(fp):
+            raise ValueError(f"{self.kind} method {self.name!r} does not work with fp method {fp!r}; "
+                             f"it works with {list(self.fp_methods)}")
         if obstacle and not self.obstacles:
             raise ValueError(f"{self.kind} method {self.name!r} does not solve problems with an obstacle "
                              "(use fp='fdm')")
@@ -138,7 +148,7 @@ def memory_estimate(problem, fp: str, coupling: str, options: Mapping[str, Any])
 _2D = dict(dims=(1, 2), backends_by_dim={2: ("numpy",)})
 _ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
                          beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
-                         restart_on_reject=False, positivity=True)
+                         restart_on_reject=False, positivity=True, stall_check=True, stall_window=10)
 
 def _anderson_fields(options: Mapping[str, Any]) -> int:
     # depth + 1 pairs (x, G(x) - x) of the state, which holds both fields unless one is accelerated
@@ -167,5 +177,24 @@ register(Method("coupling", "anderson", "mfg_core.rules:Anderson",
                 extra_fields=_anderson_fields, **_2D))
 register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 "Type-II Anderson with every safeguard off, as the seed library ran it.",
-                options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False},
+                options={**_ANDERSON_OPTIONS, "residual_check": False, "positivity": False, "stall_check": False},
                 fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields, **_2D))
+
+
+
+def _newton_fields(options: Mapping[str, Any]) -> int:
+    # the linearisation (bands, their factorisations, the coefficients of dR_M/dU: about 30 fields),
+    # the iterate, its residual and the trial point, and GMRES's Krylov basis (up to gmres_restart + 1)
+    return 36 + int(options["gmres_restart"]) + 1
+
+
+register(Method("coupling", "newton", "mfg_core.newton:Newton",
+                "Newton's method on the whole discrete system (exact Jacobian, line search, optional "
+                "Picard/Anderson warm-up and continuation in sigma or the coupling); 1D, numpy.",
+                options=dict(thetaUM=0.5, system_tolerance=None, linear_solver="auto", direct_limit=10_000,
+                             linear_rtol=1e-4, gmres_restart=50, linear_maxiter=500, line_search=True,
+                             positivity_fraction=0.95, positivity_min_step=0.1, warmup_iterations=0,
+                             warmup_method="damping", warmup_tolerance=1e-2, continuation="none",
+                             continuation_start=None, continuation_steps=4, continuation_min_step=1.0 / 64,
+                             stage_tolerance=1e-6, stage_iterations=15, picard_residual="final"),
+                backends=("numpy",), dims=(1,), extra_fields=_newton_fields, fp_methods=("fdm",)))

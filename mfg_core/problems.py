@@ -271,6 +271,13 @@ def _evacuation2d_build(p, grid):
         "m0": m0,
         # (the slack keeps nodes on the pillar's edges in it on both sides, so the mask is symmetric)
         "obstacle": lambda x, y: (np.abs(x - px) <= hx + 1e-9) & (np.abs(y - py) <= hy + 1e-9),
+
+def _attractive_build(p, grid):
+    c, a, x0 = p["strength"], p["m0_width"], p["m0_center"]
+    return {
+        "coupling": lambda m: -c * m,
+        "coupling_dm": lambda m: np.full_like(m, -c),
+        "m0": lambda x: np.exp(-a * (x - x0) ** 2),
     }
 
 
@@ -349,6 +356,21 @@ register(ProblemSpec(
                 crowd_radius=0.18, pillar_x=0.6, pillar_y=0.5, pillar_half_width=0.06, pillar_half_height=0.15),
     build=_evacuation2d_build,
 ))
+
+
+    "attractive_quickstart",
+    "The peer library's quick-start problem in this convention: attractive coupling F(m) = -strength m "
+    "(agents like crowds), no potential, g = 0, m0 ~ exp(-m0_width (x - m0_center)^2) on [0, 1], Neumann, "
+    "sigma 0.1, T = 1, Nx = 50, Nt = 20. An attractive coupling need not have a unique equilibrium: "
+    "damping and Anderson converge to different ones (one peak / two peaks).",
+    grid=dict(xmin=0.0, xmax=1.0, Nx=50, T=1.0, Nt=20, sigma=0.1, boundary="neumann", lam=1.0),
+    params=dict(strength=0.1, m0_width=5.0, m0_center=0.5),
+    build=_attractive_build,
+))
+
+#: named problems whose coupling is monotone (repulsive, ``F`` nondecreasing in ``m``; no coupling
+#: counts): the Lasry-Lions condition, under which the equilibrium is unique
+MONOTONE = ("lq", "stationary_log", "congestion", "congestion_strong", "evacuation")
 
 
 def names() -> list[str]:

@@ -44,6 +44,9 @@ class UpdateRule:
     name = ""
     #: also require the fixed-point residual below the tolerance to stop
     stop_on_residual = False
+    #: the rule judges convergence itself (on the residual of the whole system): the loop calls
+    #: :meth:`verdict` instead of its change/residual and blow-up tests
+    stop_on_system = False
 
     def reset(self, loop) -> None:
         """Forget the state of a previous solve."""
@@ -60,6 +63,18 @@ class UpdateRule:
 
     def stop_note(self, hist) -> str:
         return ""
+
+    def verdict(self, step: Step, tolerance: float) -> tuple[str, str] | None:
+        """``(status, reason)`` to stop after this accepted step, or None (``stop_on_system`` rules)."""
+        return None
+
+    def max_iterations_reason(self, hist, max_iterations: int, tolerance: float) -> str:
+        """The reason of a ``stop_on_system`` rule's run that reached ``max_iterations``."""
+        return f"max_iterations={max_iterations} reached (tolerance {tolerance:g})"
+
+    def summary(self, hist) -> dict[str, Any]:
+        """What the result's ``extra`` records of this run (counts the history does not sum up)."""
+        return {}
 
 
 def _ratio(a: float, b: float) -> float:
@@ -130,7 +145,10 @@ class Anderson(UpdateRule):
         return f"{_aa.STATUS_NAMES[step.record['anderson_status']]} min_M={step.M.min():.2e}"
 
     def stop_note(self, hist):
-        return f"; {int(np.sum(~np.asarray(hist['accepted'], dtype=bool)))} Anderson points rejected"
+        st = np.asarray(hist["anderson_status"])
+        stalls = int(np.sum(st == _aa.STATUS_RESTART_STALLED)), int(np.sum(st == _aa.STATUS_PAUSED))
+        return (f"; {int(np.sum(~np.asarray(hist['accepted'], dtype=bool)))} Anderson points rejected"
+                + (f"; stall check: {stalls[0]} restarts, {stalls[1]} paused (damped) steps" if any(stalls) else ""))
 
     def reset(self, loop):
         p = loop.problem
@@ -141,6 +159,9 @@ class Anderson(UpdateRule):
         self._mixer = None
         self._acc = None  # (x, g, residual norm, U_star, M_star) of the last accepted point
         self._candidate = False  # is the point about to be evaluated an Anderson extrapolation?
+        self._guard = _aa.StallGuard(self.options.stall_window) if self.options.stall_check else None
+        self._damped_from = None  # residual of the point the last damped step started from
+        self._best = math.inf  # best accepted residual
 
     def _state(self, U, M):
         if self._mode == "both":
@@ -199,23 +220,36 @@ class Anderson(UpdateRule):
         else:
             g, f, r, residual = None, None, math.inf, (math.nan, math.nan)
         reject = candidate and opts.residual_check and acc is not None and not (r <= opts.residual_growth * acc[2])
+        guard = self._guard
+        if guard is not None and not candidate and self._damped_from is not None:
+            guard.damped(self._damped_from, r)  # this point is a damped step's result
         info = None
         if reject:
             if opts.restart_on_reject:
                 self._mixer.reset(keep_last=True)  # the newest pair is the accepted point's image
             elif g is not None:
                 self._mixer.push(x, g, f)  # still a valid secant pair of the map
-            xa, ga, _, Ua, Ma = acc
+            xa, ga, ra, Ua, Ma = acc
             x_next = xa + theta * (ga - xa)
             U_slave, M_slave = Ua, Ma
             status, accepted = _aa.STATUS_REJECTED, False
+            self._damped_from = ra
         else:
             self._acc = (x, g, r, U_star, M_star)
             self._mixer.push(x, g, f)
-            info = self._mixer.step()
-            x_next = info.x_next if info.x_next is not None else x + theta * (g - x)  # fallback: damped step
+            self._best = min(self._best, r)
+            stall = guard.check(k, self._best) if guard is not None else None
+            if stall is not None or (guard is not None and guard.pausing(k)):
+                if stall is not None:
+                    self._mixer.reset(keep_last=True)  # a stale history: start afresh from this pair
+                x_next, status = x + theta * (g - x), (stall if stall is not None else _aa.STATUS_PAUSED)
+            else:
+                info = self._mixer.step()
+                x_next = info.x_next if info.x_next is not None else x + theta * (g - x)  # fallback: damped step
+                status = info.status
             U_slave, M_slave = U_star, M_star
-            status, accepted = info.status, True
+            accepted = True
+            self._damped_from = None if status == _aa.STATUS_ANDERSON else r
         U_next, M_next = (np.array(X) for X in self._unstate(x_next, U_slave, M_slave))
         if opts.positivity:
             M_next = _aa.project_density(M_next, p.grid.weights)

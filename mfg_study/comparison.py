@@ -9,13 +9,24 @@ runs everything in one call, through :func:`mfg_core.solve`, by the registered m
 * a damping-like method (``damping``, ``damping_gs``): one run per ``thetaUM`` in ``thetas``;
 * an Anderson-like method (one with an ``anderson_depth`` option: ``anderson``, ``anderson_plain``):
   one run per depth in ``depths``, its damped fallback steps weighted ``anderson_theta``;
+* any other method (``newton``): one run with its registered defaults (``thetaUM`` =
+  ``anderson_theta``), stopping when ``max|F|`` of the discrete system is below ``tolerance``;
 
 and for each Fokker-Planck method in ``fp_methods``. Particle runs of a method that needs a deterministic map
 (``anderson``: its registered default is common random numbers) use common random numbers; the
 others run once per value of ``particle_common_random_numbers``. Every run uses the same HJB solver, initial guess,
 ``max_iterations`` and ``tolerance``; one iteration is one Picard evaluation (one HJB and one FP
-solve) for every method, rejected Anderson points included, so iteration counts and wall times
-compare directly.
+solve) for every Picard method, rejected Anderson points included, so iteration counts and wall
+times compare directly; a Newton iteration is one Newton step (its linear solves are counted in its
+own history).
+
+Equilibria. An attractive (non-monotone) coupling can have several equilibria, and two methods can
+converge to different ones (``attractive_quickstart``: damping to one peak in 44 iterations,
+Anderson to two peaks in 76). Iteration counts then compare different work, so the table labels the
+solution each converged run reached (``equilibrium``: 0 for the first distinct solution of that FP
+method in run order, 1 for the next, ...; -1 if the run did not converge; U and M compared by
+:func:`mfg_study.tables.equilibrium_labels` within ``equilibrium_rtol``) and counts them
+(``equilibria``): compare iteration counts only within one label.
 """
 
 from __future__ import annotations
@@ -34,13 +45,15 @@ from mfg_core.backends import get_backend
 from mfg_core.errors import ConvergenceError
 from mfg_core.problem import MFGProblem
 
+from . import tables
+
 METHODS = ("damping", "anderson_plain", "anderson")
 
 TABLE_COLUMNS = (
     "run", "problem", "fp", "method", "thetaUM", "depth", "beta", "iterations",
     "iterations_to_tolerance", "converged", "final_residual", "final_change", "min_residual",
     "max_mass_error", "min_m", "rejected", "wall_time", "num_particles", "seed",
-    "common_random_numbers", "tolerance", "max_iterations", "Nx", "Nt", "reason",
+    "common_random_numbers", "tolerance", "max_iterations", "Nx", "Nt", "equilibrium", "equilibria", "reason",
 )
 HISTORY_COLUMNS = (
     "run", "problem", "fp", "method", "thetaUM", "depth", "iteration", "residual", "residual_U",
@@ -76,6 +89,7 @@ def compare_coupling(
     particle_common_random_numbers: bool | tuple[bool, ...] = (False, True),
     methods: tuple[str, ...] = METHODS,
     problem_overrides: dict[str, Any] | None = None,
+    equilibrium_rtol: float = tables.EQUILIBRIUM_RTOL,
 ) -> Comparison:
     r"""Run the coupling ``methods`` on one problem; tabulate the outcome (see the module docstring).
 
@@ -95,6 +109,8 @@ def compare_coupling(
         their effect is separated from that of the coupling method.
     methods : registered coupling methods (``mfg_core.methods.names("coupling")``).
     problem_overrides : keyword overrides for ``mfg_core.problems.load``; only with a problem name.
+    equilibrium_rtol : two converged runs reached different solutions when U or M differ by more
+        than this, relative to their largest value.
 
     Returns
     -------
@@ -108,7 +124,8 @@ def compare_coupling(
     ``final_change`` (relative change of the last update), ``min_residual``, ``max_mass_error``
     (over iterations and times of ``|sum(w M[n]) - 1|``), ``min_m``, ``rejected`` (Anderson points
     rejected by the residual check), ``wall_time``, ``num_particles`` / ``seed`` (NaN for fdm),
-    ``common_random_numbers``, ``tolerance``, ``max_iterations``, ``Nx``, ``Nt``, ``reason``.
+    ``common_random_numbers``, ``tolerance``, ``max_iterations``, ``Nx``, ``Nt``, ``equilibrium``
+    and ``equilibria`` (see the module docstring), ``reason``.
 
     ``histories`` -- one row per run and iteration (:data:`HISTORY_COLUMNS`), with ``residual``
     (= max(residual_U, residual_M)), the per-field residuals and changes, ``mass_error``, ``min_m``
@@ -126,11 +143,18 @@ def compare_coupling(
     if not methods or any(m not in _methods.names("coupling") for m in methods):
         raise ValueError(f"methods must be a non-empty subset of {_methods.names('coupling')}, got {methods!r}")
     anderson_like = {m for m in methods if "anderson_depth" in _methods.get("coupling", m).options}
+    damping_like = {m for m in methods if set(_methods.get("coupling", m).options) == {"thetaUM"}}
+    for m in methods:
+        for f in fp_methods:
+            if not _methods.get("coupling", m).works_with(f):
+                raise ValueError(f"methods: coupling method {m!r} does not work with fp method {f!r} "
+                                 f"(it works with {list(_methods.get('coupling', m).fp_methods)}); "
+                                 "leave one of them out")
     thetas = tuple(thetas)
     for th in thetas:
         if isinstance(th, bool) or not isinstance(th, (int, float, np.number)) or not (0 < th <= 1):
             raise ValueError(f"thetas must be numbers in (0, 1], got {thetas!r}")
-    if set(methods) - anderson_like and not thetas:
+    if damping_like and not thetas:
         raise ValueError("thetas must not be empty when a damping method is among the methods")
     depths = tuple(_check_int("depths", d, 1) for d in depths)
     if anderson_like and not depths:
@@ -166,9 +190,12 @@ def compare_coupling(
             # a method that needs a deterministic map runs with it; the others with each setting
             own = True if _methods.get("coupling", method).fp_defaults.get("common_random_numbers") else None
             crns = (None,) if not particle else ((own,) if own is not None else tuple(dict.fromkeys(crn_values)))
-            variants = ([(f"m{m}", {"thetaUM": float(anderson_theta), "anderson_depth": m}) for m in depths]
-                        if method in anderson_like else
-                        [(f"theta{th:g}", {"thetaUM": float(th)}) for th in thetas])
+            if method in anderson_like:
+                variants = [(f"m{m}", {"thetaUM": float(anderson_theta), "anderson_depth": m}) for m in depths]
+            elif method in damping_like:
+                variants = [(f"theta{th:g}", {"thetaUM": float(th)}) for th in thetas]
+            else:
+                variants = [("default", {"thetaUM": float(anderson_theta)})]
             for label, opts in variants:
                 for crn in crns:
                     extra = {} if crn is None else {"num_particles": num_particles, "seed": seed,
@@ -176,7 +203,7 @@ def compare_coupling(
                     suffix = "/crn" if crn and own is None else ""
                     runs.append((f"{fp}/{method}/{label}{suffix}", fp, method, {**opts, **extra}, bool(crn)))
 
-    rows, hist_frames = [], []
+    rows, hist_frames, solutions = [], [], []
     for run_id, fp, method, options, crn in runs:
         loop = mc.build(prob, fp=fp, coupling=method, backend=backend, **options)
         start = time.perf_counter()
@@ -193,7 +220,9 @@ def compare_coupling(
             "num_particles": float(num_particles) if "num_particles" in options else math.nan,
             "seed": float(seed) if "seed" in options else math.nan, "common_random_numbers": crn,
             "tolerance": float(tolerance), "max_iterations": max_iterations, "Nx": prob.Nx, "Nt": prob.Nt,
+            "equilibrium": -1, "equilibria": 0,
         }
+        solutions.append((fp, res.U, res.M) if res is not None and res.converged else None)
         if res is None:
             row.update(iterations=0, iterations_to_tolerance=math.nan, converged=False,
                        final_residual=math.nan, final_change=math.nan, min_residual=math.nan,
@@ -224,6 +253,14 @@ def compare_coupling(
                 "min_m": h["min_M"], "accepted": accepted,
             }))
         rows.append(row)
+    for fp in fp_methods:
+        idx = [i for i, sol in enumerate(solutions) if sol is not None and sol[0] == fp]
+        labels = tables.equilibrium_labels([solutions[i][1:] for i in idx], equilibrium_rtol)
+        for i, lab in zip(idx, labels):
+            rows[i]["equilibrium"] = lab
+        for row in rows:
+            if row["fp"] == fp:
+                row["equilibria"] = max(labels) + 1 if labels else 0
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     table["converged"] = table["converged"].astype(bool)
     table["common_random_numbers"] = table["common_random_numbers"].astype(bool)

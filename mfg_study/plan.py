@@ -156,7 +156,7 @@ def unavailable_reason(fp: str, coupling: str, backend: str, dim: int,
         return "backends", why
     for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
         try:
-            mm.get(kind, name).check(backend, dim, obstacle)
+            mm.get(kind, name).check(backend, dim, fp=fp if kind == "coupling" else None, obstacle=obstacle)
         except ValueError as exc:
             return field, str(exc)
     return None
@@ -229,7 +229,8 @@ def _check_method(kind_field: str, spec, dim: int, obstacle: bool = False) -> No
     for kind, key in (("fp", "fp"), ("coupling", "coupling")):
         if key in spec:
             try:
-                mm.get(kind, spec[key]).check(spec["backend"], dim, obstacle)
+                mm.get(kind, spec[key]).check(spec["backend"], dim, fp=spec.get("fp") if kind == "coupling" else None,
+                                              obstacle=obstacle)
             except ValueError as exc:
                 raise ConfigError(f"{kind_field}.{key}", str(exc)) from None
     why = library_missing(spec["backend"]) if "backend" in spec else None

@@ -166,12 +166,16 @@ def mass_table(runs: Iterable[Run]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # coupling methods
-def coupling_table(runs_df: pd.DataFrame, reference: str = "damping") -> pd.DataFrame:
+def coupling_table(runs_df: pd.DataFrame, reference: str = "damping",
+                   equilibria_df: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each coupling method beside ``reference`` for the same (problem, fp, backend).
 
     ``iteration_ratio`` = reference iterations / iterations and ``time_ratio`` = reference wall time
     / wall time: above 1 means the method needed fewer iterations / less time. Ratios are only
-    meaningful when both runs converged, which the table says next to them.
+    meaningful when both runs converged, which the table says next to them -- and when both reached
+    the same solution: given ``equilibria_df`` (:func:`equilibria` of the same runs), the column
+    ``same_solution`` says so (NaN where either did not converge) and the ratios are NaN for two
+    converged runs that reached different equilibria.
     """
     _require(runs_df, ("status", "iterations", "wall_time_s", "mass_deviation_pct", "final_residual"))
     rows = []
@@ -194,8 +198,93 @@ def coupling_table(runs_df: pd.DataFrame, reference: str = "damping") -> pd.Data
                 "both_converged": bool(r is not None and r["status"] == "converged"
                                        and row["status"] == "converged"),
             })
+            if equilibria_df is not None:
+                same = _same_solution(equilibria_df, out, r["coupling"] if r is not None else None) \
+                    if out["both_converged"] else math.nan
+                out["same_solution"] = same
+                if same is False:
+                    out["iteration_ratio"] = out["time_ratio"] = math.nan
             rows.append(out)
     return pd.DataFrame(rows)
+
+
+def _same_solution(eq: pd.DataFrame, row: Mapping[str, Any], reference: str | None):
+    """Whether the run ``row`` and the reference run of its (problem, fp, backend) reached the same
+    solution, from an :func:`equilibria` table (True for the reference itself)."""
+    if reference is None:
+        return math.nan
+    if row["coupling"] == reference:
+        return True
+    b = row["backend"]
+    hit = eq[(eq["problem"] == row["problem"]) & (eq["fp"] == row["fp"]) & (
+        ((eq["coupling_a"] == reference) & (eq["backend_a"] == b) & (eq["coupling_b"] == row["coupling"])
+         & (eq["backend_b"] == b))
+        | ((eq["coupling_b"] == reference) & (eq["backend_b"] == b) & (eq["coupling_a"] == row["coupling"])
+           & (eq["backend_a"] == b)))]
+    return bool(hit["same_solution"].iloc[0]) if len(hit) else math.nan
+
+
+# ---------------------------------------------------------------------------------------------
+# equilibria: did two converged runs reach the same solution?
+#: two converged runs reached different solutions when U or M differ by more than this (relative to the
+#: largest value, :func:`max_relative_difference`): far above what runs of one solution differ by at
+#: tolerances <= 1e-5 (measured <= 1e-5), far below what distinct equilibria of the attractive
+#: quick-start problem differ by (measured 1.0 in M, 0.4 in U)
+EQUILIBRIUM_RTOL = 1e-3
+
+
+def equilibrium_labels(fields, rtol: float = EQUILIBRIUM_RTOL) -> list[int]:
+    """Group solutions ``[(U, M), ...]`` into equilibria: label 0 is the first one's, each next one
+    joins the first label whose first member it matches (U and M within ``rtol``,
+    :func:`max_relative_difference`), or opens a new label."""
+    reps: list[tuple[np.ndarray, np.ndarray]] = []
+    labels = []
+    for U, M in fields:
+        for j, (U0, M0) in enumerate(reps):
+            if max_relative_difference(U, U0) <= rtol and max_relative_difference(M, M0) <= rtol:
+                labels.append(j)
+                break
+        else:
+            reps.append((U, M))
+            labels.append(len(reps) - 1)
+    return labels
+
+
+def equilibria(runs: Iterable[Run], rtol: float = EQUILIBRIUM_RTOL) -> pd.DataFrame:
+    """Every pair of *converged* runs of one (problem, fp): do they have the same solution?
+
+    An attractive (non-monotone) coupling can have several equilibria, and two coupling methods can
+    converge to different ones (the attractive quick-start problem: damping to one peak, Anderson to
+    two); their iteration counts then measure different work. One row per pair: ``problem``, ``fp``,
+    ``coupling_a``, ``backend_a``, ``coupling_b``, ``backend_b``, ``max_rel_diff_U``,
+    ``max_rel_diff_M``, ``same_solution`` (both within ``rtol``), ``equilibrium_a``,
+    ``equilibrium_b`` (labels per problem/fp from :func:`equilibrium_labels`, in run order) and
+    ``equilibria`` (how many distinct solutions the converged runs of that problem/fp reached).
+    """
+    groups: dict[tuple[str, str], list[tuple[dict[str, str], Any]]] = {}
+    for k, ds in runs:
+        key = _key(k)
+        if bool(ds.attrs.get("converged", 0)):
+            groups.setdefault((key["problem"], key["fp"]), []).append((key, ds))
+    rows = []
+    for (problem, fp), members in groups.items():
+        fields = [(np.asarray(ds["u"].values), np.asarray(ds["m"].values)) for _, ds in members]
+        labels = equilibrium_labels(fields, rtol)
+        for a in range(len(members)):
+            for b in range(a + 1, len(members)):
+                dU = max_relative_difference(fields[a][0], fields[b][0])
+                dM = max_relative_difference(fields[a][1], fields[b][1])
+                rows.append({
+                    "problem": problem, "fp": fp,
+                    "coupling_a": members[a][0]["coupling"], "backend_a": members[a][0]["backend"],
+                    "coupling_b": members[b][0]["coupling"], "backend_b": members[b][0]["backend"],
+                    "max_rel_diff_U": dU, "max_rel_diff_M": dM,
+                    "same_solution": bool(dU <= rtol and dM <= rtol),
+                    "equilibrium_a": labels[a], "equilibrium_b": labels[b], "equilibria": max(labels) + 1,
+                })
+    columns = ["problem", "fp", "coupling_a", "backend_a", "coupling_b", "backend_b", "max_rel_diff_U",
+               "max_rel_diff_M", "same_solution", "equilibrium_a", "equilibrium_b", "equilibria"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,24 @@
-"""Shared fixtures: a ``backend`` fixture over every registered backend (absent ones skipped)."""
+"""Shared fixtures: a ``backend`` fixture over every registered backend (absent ones skipped).
+
+Also: the packages under test are this checkout's. The venv's start-up hook
+(``mfg_study_snakemake_hook.pth``) imports ``mfg_study`` before pytest puts the repository on the
+path, so with a venv shared by several checkouts (git worktrees) the study tests would otherwise test
+whichever checkout the venv was installed from.
+"""
+
+import pathlib
+import sys
 
 import pytest
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+for _name in ("mfg_study", "mfg_core"):
+    _mod = sys.modules.get(_name)
+    if _mod is not None and pathlib.Path(_mod.__file__).resolve().parents[1] != _ROOT:
+        for _sub in [n for n in sys.modules if n == _name or n.startswith(_name + ".")]:
+            del sys.modules[_sub]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
 from mfg_core import backends
 

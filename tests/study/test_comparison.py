@@ -111,3 +111,29 @@ def test_bad_input_is_rejected_naming_it(kwargs, name):
     kwargs = {"problem": "congestion", **kwargs}
     with pytest.raises(ValueError, match=name):
         compare_coupling(**kwargs)
+
+
+def test_two_equilibria_of_the_attractive_quickstart_problem_are_flagged():
+    """F(m) = -0.1 m: damping (thetaUM 0.5) converges in 44 iterations to one peak, Anderson in 76 to
+    two; both are fixed points, so the table labels them as two equilibria instead of ranking their
+    iteration counts. Newton (with a damped warm-up) reaches damping's."""
+    table, _ = compare_coupling("attractive_quickstart", fp_methods=("fdm",), thetas=(0.5,),
+                                methods=("damping", "anderson"), max_iterations=120, tolerance=1e-6)
+    t = table.set_index("run")
+    damp, acc = t.loc["fdm/damping/theta0.5"], t.loc["fdm/anderson/m5"]
+    assert damp["converged"] and acc["converged"]
+    assert damp["iterations"] == 44 and 60 <= acc["iterations"] <= 90  # measured 44 and 76
+    assert damp["equilibrium"] != acc["equilibrium"]
+    assert (table["equilibria"] == 2).all()
+    # on a monotone problem every converged run reaches one solution, Newton's included
+    table, _ = compare_coupling("congestion", fp_methods=("fdm",), thetas=(0.3, 0.5),
+                                methods=("damping", "anderson", "newton"), max_iterations=80, tolerance=1e-6,
+                                problem_overrides=SMALL)
+    assert table["converged"].all() and (table["equilibrium"] == 0).all() and (table["equilibria"] == 1).all()
+    newton = table.set_index("run").loc["fdm/newton/default"]
+    assert newton["iterations"] <= 8 and newton["depth"] == 0
+
+
+def test_newton_needs_the_finite_difference_system():
+    with pytest.raises(ValueError, match="methods: coupling method 'newton' does not work with fp method 'particle'"):
+        compare_coupling("congestion", fp_methods=("fdm", "particle"), methods=("damping", "newton"))

@@ -240,3 +240,29 @@ def test_final_residual_is_the_fixed_point_residual_not_the_damped_change():
     assert row["final_residual"] == pytest.approx(max(res.history["residual_U"][-1], res.history["residual_M"][-1]))
     assert row["final_change"] == pytest.approx(max(res.history["change_U"][-1], res.history["change_M"][-1]))
     assert 2.5 < row["final_residual"] / row["final_change"] < 6  # about 1 / thetaUM
+
+
+def test_equilibria_flags_converged_runs_with_different_solutions():
+    p = mc.problems.load("attractive_quickstart")
+    runs = []
+    for coupling in ("damping", "anderson", "newton"):
+        opts = {"warmup_iterations": 10} if coupling == "newton" else {}
+        r = mc.solve(p, coupling=coupling, max_iterations=120, tolerance=1e-6, **opts)
+        ds = r.to_xarray()
+        ds.attrs.update(backend="numpy", backend_version="x", threads="1")
+        runs.append(({"problem": "q", "fp": "fdm", "coupling": coupling, "backend": "numpy"}, ds))
+    eq = tables.equilibria(runs)
+    assert len(eq) == 3 and (eq["equilibria"] == 2).all()
+    by = eq.set_index(["coupling_a", "coupling_b"])
+    assert not by.loc[("damping", "anderson"), "same_solution"]
+    assert by.loc[("damping", "anderson"), "max_rel_diff_M"] > 0.5  # one peak against two
+    assert by.loc[("damping", "newton"), "same_solution"]  # Newton after a damped warm-up: damping's
+    assert by.loc[("damping", "newton"), "max_rel_diff_M"] < 1e-4
+    ct = tables.coupling_table(tables.runs_table(runs), equilibria_df=eq).set_index("coupling")
+    assert ct.loc["anderson", "both_converged"] and ct.loc["anderson", "same_solution"] == False  # noqa: E712
+    assert math.isnan(ct.loc["anderson", "iteration_ratio"])  # different work: no ratio
+    assert ct.loc["newton", "same_solution"] == True and ct.loc["newton", "iteration_ratio"] > 1  # noqa: E712
+    assert ct.loc["damping", "same_solution"] == True  # noqa: E712
+    # a run that did not converge is never paired
+    runs[1][1].attrs["converged"] = 0
+    assert len(tables.equilibria(runs)) == 1
