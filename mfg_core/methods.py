@@ -181,7 +181,6 @@ register(Method("coupling", "anderson_plain", "mfg_core.rules:AndersonPlain",
                 fp_defaults={"common_random_numbers": False}, extra_fields=_anderson_fields, **_2D))
 
 
-
 def _newton_fields(options: Mapping[str, Any]) -> int:
     # the linearisation (bands, their factorisations, the coefficients of dR_M/dU: about 30 fields),
     # the iterate, its residual and the trial point, and GMRES's Krylov basis (up to gmres_restart + 1)

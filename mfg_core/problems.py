@@ -271,6 +271,8 @@ def _evacuation2d_build(p, grid):
         "m0": m0,
         # (the slack keeps nodes on the pillar's edges in it on both sides, so the mask is symmetric)
         "obstacle": lambda x, y: (np.abs(x - px) <= hx + 1e-9) & (np.abs(y - py) <= hy + 1e-9),
+    }
+
 
 def _attractive_build(p, grid):
     c, a, x0 = p["strength"], p["m0_width"], p["m0_center"]
@@ -358,6 +360,7 @@ register(ProblemSpec(
 ))
 
 
+register(ProblemSpec(
     "attractive_quickstart",
     "The peer library's quick-start problem in this convention: attractive coupling F(m) = -strength m "
     "(agents like crowds), no potential, g = 0, m0 ~ exp(-m0_width (x - m0_center)^2) on [0, 1], Neumann, "
@@ -370,7 +373,8 @@ register(ProblemSpec(
 
 #: named problems whose coupling is monotone (repulsive, ``F`` nondecreasing in ``m``; no coupling
 #: counts): the Lasry-Lions condition, under which the equilibrium is unique
-MONOTONE = ("lq", "stationary_log", "congestion", "congestion_strong", "evacuation")
+MONOTONE = ("lq", "stationary_log", "congestion", "congestion_strong", "evacuation", "lq2d", "stationary_log2d",
+            "evacuation2d")
 
 
 def names() -> list[str]:

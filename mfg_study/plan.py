@@ -147,13 +147,10 @@ def library_missing(backend: str) -> str | None:
     return f"backend {backend!r} needs the package {library!r}, which is not installed (pip install 'mfg-core[{extra}]')"
 
 
-def unavailable_reason(fp: str, coupling: str, backend: str, dim: int,
-                       obstacle: bool = False) -> tuple[str, str] | None:
-    """``(config field, reason)`` if the run cannot run here: a backend whose library is missing,
-    or a method the registry says does not run on that backend, dimension or obstacle."""
-    why = library_missing(backend)
-    if why:
-        return "backends", why
+def not_applicable(fp: str, coupling: str, backend: str, dim: int, obstacle: bool = False) -> tuple[str, str] | None:
+    """``(config field, reason)`` if the registry says the combination does not exist: a method that
+    does not run on that backend, dimension or obstacle, or a coupling that does not work with that
+    FP method (e.g. newton: 1D, fdm, numpy)."""
     for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
         try:
             mm.get(kind, name).check(backend, dim, fp=fp if kind == "coupling" else None, obstacle=obstacle)
@@ -163,30 +160,40 @@ def unavailable_reason(fp: str, coupling: str, backend: str, dim: int,
 
 
 def plan_runs(config, problems: Mapping[str, Any]) -> tuple[list[dict], list[dict]]:
-    """``(runs, skipped)`` of the comparison; ``problems`` are the built problems by label."""
+    """``(runs, skipped)`` of the comparison; ``problems`` are the built problems by label.
+
+    The cross product leaves out what ``exclude`` names and the combinations the registry says do
+    not exist (recorded in ``skipped`` as not applicable). A backend whose library is missing here
+    stops the study, unless ``skip_unavailable`` (then it is skipped, with the reason).
+    """
     runs, skipped = [], []
     for i, entry in enumerate(config["exclude"]):
         if "problem" in entry and entry["problem"] not in config["problems"]:
             raise ConfigError(f"exclude[{i}].problem", f"{entry['problem']!r} is not a problem label of this "
                               f"study ({sorted(config['problems'])})")
     for problem in config["problems"]:
+        built = problems[problem]
         for fp in config["fp_methods"]:
             for coupling in config["couplings"]:
                 for backend in config["backends"]:
                     run = {"problem": problem, "fp": fp, "coupling": coupling, "backend": backend}
                     if any(all(run[k] == v for k, v in entry.items()) for entry in config["exclude"]):
                         continue
-                    built = problems[problem]
-                    why = unavailable_reason(fp, coupling, backend, built.dim, built.grid.obstacle is not None)
-                    if why is None:
+                    why = not_applicable(fp, coupling, backend, built.dim, built.grid.obstacle is not None)
+                    if why is not None:
+                        skipped.append({**run, "reason": f"not applicable: {why[1]}"})
+                        continue
+                    missing = library_missing(backend)
+                    if missing is None:
                         runs.append(run)
                     elif config["skip_unavailable"]:
-                        skipped.append({**run, "reason": why[1]})
+                        skipped.append({**run, "reason": missing})
                     else:
-                        raise ConfigError(why[0], f"{why[1]}; remove it from the config, exclude the run, or "
+                        raise ConfigError("backends", f"{missing}; remove it from the config, exclude the run, or "
                                           "set skip_unavailable: true")
     if not runs:
-        raise ConfigError("problems/fp_methods/couplings/backends", "no run is left after exclusions")
+        detail = f" ({skipped[0]['reason']})" if skipped else ""
+        raise ConfigError("problems/fp_methods/couplings/backends", f"no run is left after exclusions{detail}")
     return runs, skipped
 
 

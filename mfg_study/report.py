@@ -121,17 +121,22 @@ def mass_round_off(mass_df: pd.DataFrame, problem: str | None = None, round_off:
 
 def residual_figure(problem: str, runs: Iterable[tuple[Mapping[str, str], Any]],
                     tolerances: Mapping[str, float] | None = None):
-    """Fixed-point residual ``max(residual_U, residual_M)`` per iteration on a log scale, one panel per FP
-    method (see :func:`mfg_core.analysis.residual_history`)."""
+    """Fixed-point residual ``max(residual_U, residual_M)`` per iteration on a log scale (for newton:
+    ``max|F(U, M)|`` of the whole system, its own convergence measure), one panel per FP method (see
+    :func:`mfg_study.tables.residual_history`)."""
     plt = _plt()
     runs = [(k, ds) for k, ds in runs if k["problem"] == problem]
     fps = sorted({k["fp"] for k, _ in runs}) or ["fdm"]
     fig, axes = plt.subplots(1, len(fps), figsize=(5.5 * len(fps), 4.2), squeeze=False)
     for ax, fp in zip(axes[0], fps):
         for k, ds in sorted(((k, ds) for k, ds in runs if k["fp"] == fp), key=lambda r: _label(r[0])):
-            res = residual_history(ds)
+            # Newton measures its own residual, max|F(U, M)| of the whole system, at every step (its
+            # quadratic tail); the Picard residual of its iterates is taken at the end only
+            newton = "newton_residual" in ds
+            res = np.asarray(ds["newton_residual"].values, dtype=float) if newton else residual_history(ds)
             status = ds.attrs.get("status", "")
-            label = _label(k, skip=("problem", "fp")) + ("" if status == "converged" else f" ({status})")
+            label = (_label(k, skip=("problem", "fp")) + (" (max|F|)" if newton else "")
+                     + ("" if status == "converged" else f" ({status})"))
             if res.size:
                 ax.plot(np.arange(1, res.size + 1), res, _STYLES.get(k["backend"], "-"),
                         color=_COLORS.get(k["coupling"]), label=label)

@@ -107,6 +107,9 @@ def run_summary(run: Mapping[str, str], ds) -> dict[str, Any]:
         "mass_deviation_pct": mass_deviation_pct(ds),
         "max_mass_error_over_iterations_pct": float(mass_err.max() * 100) if mass_err.size else math.nan,
         "min_m": min_m,
+        # newton only: its linear solves in all (NaN where not recorded)
+        "linear_iterations": (int(np.nansum(_history(ds, "linear_iterations"))) if "linear_iterations" in ds
+                              else math.nan),
         # Anderson only: points rejected by the residual safeguard (NaN where not recorded)
         "rejected_steps": (int(np.sum(_history(ds, "accepted") == 0)) if "accepted" in ds else math.nan),
         "backend_version": ds.attrs.get("backend_version", ""),

@@ -16,7 +16,9 @@ NO_DEFAULT = ("$defs.problem.grid.", "exclude.*.", "$defs.anderson_options.",
               # the study kinds' required keys, and optional ones whose absence means "the study's own"
               "convergence.*.problem", "convergence.*.levels", "convergence.*.fixed",
               "sweep.*.problem", "sweep.*.parameter", "sweep.*.values", "sweep.*.couplings",
-              "scaling.*.problem", "scaling.*.sizes", "scaling.*.num_particles", "scaling.*.backends")
+              "scaling.*.problem", "scaling.*.sizes", "scaling.*.num_particles", "scaling.*.backends",
+              # newton's settings keep the method's own defaults (mfg_core.methods) when left out
+              "newton.")
 
 
 def _walk(node, path=""):
@@ -87,6 +89,8 @@ def test_enums_match_mfg_core():
             assert spec["backend"]["enum"] == mc.backends.names(), kind
     assert p["sweep"]["additionalProperties"]["properties"]["couplings"]["items"]["enum"] == methods.names("coupling")
     assert p["scaling"]["additionalProperties"]["properties"]["backends"]["items"]["enum"] == mc.backends.names()
+    # the newton block names options of the registered method
+    assert set(p["newton"]["properties"]) <= set(methods.get("coupling", "newton").options)
     opts = SCHEMA["$defs"]["anderson_options"]["properties"]
     # the Anderson settings, plus the particle solver's common random numbers for these runs
     assert set(opts) == set(anderson.OPTION_NAMES) - {"depth"} | {"common_random_numbers"}

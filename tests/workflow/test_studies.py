@@ -12,7 +12,10 @@ KINDS = {
     "fp_methods": ["fdm"], "couplings": ["damping"], "backends": ["numpy"],
     "convergence": {"lq": {"problem": {"name": "lq"}, "levels": [16, 32, 64], "coupling": "damping"}},
     "sweep": {"kappa": {"problem": {"name": "congestion", "grid": {"Nx": 16, "Nt": 16}}, "parameter": "kappa",
-                        "values": [1, 4, 8], "couplings": ["damping", "anderson"], "continuation": True}},
+                        "values": [1, 4, 8], "couplings": ["damping", "anderson"], "continuation": True},
+              "sigma": {"problem": {"name": "congestion", "grid": {"Nx": 24, "Nt": 24}}, "parameter": "sigma",
+                        "values": [0.5, 0.2, 0.1], "couplings": ["damping", "anderson", "newton"],
+                        "continuation": True}},
     "scaling": {"fdm": {"problem": {"name": "congestion"}, "sizes": [16, 32],
                         "backends": ["numpy", "numba", "jax", "torch"], "iterations": 1, "repeats": 2}},
     "solve": {"max_iterations": 30, "tolerance": 1e-6},
@@ -53,6 +56,16 @@ def test_sweep_shows_where_damping_fails_and_anderson_does_not(kinds_study):
     assert (work / "results/kinds/figures/sweep_kappa.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_viscosity_sweep_where_newton_converges_and_damped_picard_does_not(kinds_study):
+    work, _ = kinds_study
+    t = pd.read_csv(work / "results/kinds/tables/sweep_sigma.csv").set_index(["coupling", "value"])
+    converged = t["converged"].astype(bool)
+    for value in (0.5, 0.2, 0.1):  # newton converges wherever any method does, and beyond
+        assert converged.loc[("newton", value)] or not converged.xs(value, level="value").any()
+    assert any(converged.loc[("newton", v)] and not converged.loc[("damping", v)] for v in (0.5, 0.2, 0.1))
+    assert (t.loc["newton", "iterations"] <= 10).all()
+
+
 def test_scaling_table_has_every_backend_with_speedups(kinds_study):
     work, _ = kinds_study
     t = pd.read_csv(work / "results/kinds/tables/scaling_fdm.csv")
@@ -80,6 +93,7 @@ def test_rerun_is_a_no_op_and_one_edit_reruns_only_what_depends_on_it(run_snakem
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0
     assert re.search(r"^sweep_solve\s+2$", out, re.M) and re.search(r"^sweep_table\s+1$", out, re.M), out[-3000:]
+    assert "sweep_solve" in out and "sigma" not in "".join(l for l in out.splitlines() if "wildcards" in l)
     for rule in ("solve", "convergence_solve", "scaling_time"):
         assert not re.search(rf"^{rule}\s+\d+$", out, re.M), f"{rule} re-ran:\n{out[-3000:]}"
 

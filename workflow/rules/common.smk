@@ -128,8 +128,9 @@ def _planned():
 
 RUNS, SKIPPED, BATCHES, (CONVERGENCE, SWEEPS, SCALING) = _planned()
 for _s in SKIPPED:
-    logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
-                   f"{_s['reason']}")
+    if not _s["reason"].startswith("not applicable"):
+        logger.warning(f"mfg-study: not running {_s['problem']}/{_s['fp']}/{_s['coupling']}/{_s['backend']}: "
+                       f"{_s['reason']}")
 
 
 def _alternatives(names):
