@@ -146,6 +146,7 @@ def summary_findings(runs_df: pd.DataFrame, coupling_df: pd.DataFrame | None = N
                      scaling: Mapping[str, pd.DataFrame] | None = None,
                      sweeps: Mapping[str, pd.DataFrame] | None = None,
                      convergence: Mapping[str, pd.DataFrame] | None = None,
+                     equilibria_df: pd.DataFrame | None = None,
                      reference_backend: str = "numpy", round_off: float = 1e-10) -> list[dict[str, Any]]:
     """The findings the report opens with, from the study's tables (nothing is solved here).
 
@@ -170,7 +171,31 @@ def summary_findings(runs_df: pd.DataFrame, coupling_df: pd.DataFrame | None = N
         _sweep_finding(sweeps),
         _convergence_finding(convergence),
     ]
+    if equilibria_df is not None and len(equilibria_df) and (~equilibria_df["same_solution"].astype(bool)).any():
+        findings.insert(1, {"key": "equilibria", "title": "Methods that converged to different solutions",
+                            "headline": "several equilibria", "answer": " ".join(equilibria_statements(equilibria_df))
+                            + " Their iteration counts are not compared (they did different work).",
+                            "seed": "", "level": "warn", "see": "coupling", "figure": None})
     return findings
+
+
+def equilibria_statements(equilibria_df: pd.DataFrame) -> list[str]:
+    """One sentence per (problem, fp) whose converged runs reached more than one solution."""
+    if equilibria_df is None or not len(equilibria_df):
+        return []
+    out = []
+    for (problem, fp), g in equilibria_df.groupby(["problem", "fp"], sort=True):
+        if g["same_solution"].astype(bool).all():
+            continue
+        groups: dict[int, set[str]] = {}
+        for r in g.itertuples():
+            groups.setdefault(int(r.equilibrium_a), set()).add(f"{r.coupling_a}/{r.backend_a}")
+            groups.setdefault(int(r.equilibrium_b), set()).add(f"{r.coupling_b}/{r.backend_b}")
+        parts = "; ".join(f"solution {i + 1}: {', '.join(sorted(members))}" for i, members in sorted(groups.items()))
+        out.append(f"{problem} ({fp}): the converged runs reached {len(groups)} different solutions "
+                   f"(U or M differ by up to {g[['max_rel_diff_U', 'max_rel_diff_M']].max().max():.2g} relative) "
+                   f"-- {parts}.")
+    return out
 
 
 def _finding(key, title, answer, *, headline="", seed="", level="ok", see=None, figure=None):

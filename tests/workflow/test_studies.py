@@ -116,3 +116,19 @@ def test_a_bad_study_kind_is_refused_naming_the_field(run_snakemake, tmp_path, k
     proc = run_snakemake("-n", "--cores", "1", "--configfile", cfg, "--directory", tmp_path, timeout=120)
     err = proc.stdout + proc.stderr
     assert proc.returncode != 0 and f"{field}: " in err and message in err, err[-3000:]
+
+
+def test_the_report_flags_methods_that_reached_different_equilibria(run_snakemake, tmp_path):
+    """On the attractive quick-start problem damping and Anderson converge to different equilibria
+    (one peak, two peaks): the comparison lists the pair and drops their iteration ratio."""
+    cfg = write(tmp_path / "att.yaml", {"study": "att", "problems": {"q": {"name": "attractive_quickstart"}},
+                                         "couplings": ["damping", "anderson"],
+                                         "solve": {"max_iterations": 200, "tolerance": 1e-6}})
+    proc = run_snakemake("--cores", "2", "--configfile", cfg, "--directory", tmp_path, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    eq = pd.read_csv(tmp_path / "results/att/tables/equilibria.csv")
+    assert len(eq) == 1 and not eq["same_solution"].iloc[0] and eq["equilibria"].iloc[0] == 2
+    c = pd.read_csv(tmp_path / "results/att/tables/coupling.csv").set_index("coupling")
+    assert not c.loc["anderson", "same_solution"] and pd.isna(c.loc["anderson", "iteration_ratio"])
+    page = (tmp_path / "results/att/report.html").read_text()
+    assert "reached 2 different solutions" in page[:page.index("id='runs'")]  # in the summary, before the runs

@@ -12,6 +12,7 @@ rule compare_coupling:
             caption="../report/coupling.rst",
             category="Coupling methods",
         ),
+        equilibria=f"{TABLES}/equilibria.csv",
         figures=[
             report(
                 f"{FIGURES}/residuals_{p}.png",

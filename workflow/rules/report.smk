@@ -28,6 +28,7 @@ rule report:
         runs_table=f"{TABLES}/runs.csv",
         mass=f"{TABLES}/mass_conservation.csv",
         coupling=f"{TABLES}/coupling.csv",
+        equilibria=f"{TABLES}/equilibria.csv",
         backends=f"{TABLES}/backends.csv",
         mass_figures=expand(f"{FIGURES}/mass_{{problem}}.png", problem=PROBLEMS),
         residual_figures=expand(f"{FIGURES}/residuals_{{problem}}.png", problem=PROBLEMS),

@@ -19,6 +19,7 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
     runs_df = pd.read_csv(sm.input.runs_table)
     mass_df = pd.read_csv(sm.input.mass)
     coupling_df = pd.read_csv(sm.input.coupling)
+    equilibria_df = pd.read_csv(sm.input.equilibria)
     backends_df = pd.read_csv(sm.input.backends)
     kinds = {
         "convergence": dict(zip(sm.params.convergence, map(pd.read_csv, sm.input.convergence_tables), strict=True)),
@@ -105,7 +106,13 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
                  "damping iterations / iterations and time_ratio = damping wall time / wall time (above 1: fewer "
                  "iterations, less time); they mean something only where both_converged is true. The figure: "
                  "damping stops when thetaUM times the residual falls below the tolerance.",
-         "tables": [("Coupling methods", cols(coupling_df, drop=("reference", "mass_deviation_pct")))],
+         "statements": seed.equilibria_statements(equilibria_df),
+         "tables": [("Coupling methods", cols(coupling_df, drop=("reference", "mass_deviation_pct")))]
+                   + ([("Pairs of converged runs that reached different solutions", equilibria_df.loc[
+                        ~equilibria_df["same_solution"].astype(bool),
+                        ["problem", "fp", "coupling_a", "backend_a", "coupling_b", "backend_b", "max_rel_diff_U",
+                         "max_rel_diff_M"]])]
+                      if len(equilibria_df) and (~equilibria_df["same_solution"].astype(bool)).any() else []),
          "figures": [(f"{captions['residuals']}: {p}", figure_paths["residuals"][p]) for p in problems_]},
         {"id": "backends", "title": "Backends: time and agreement",
          "text": f"Reference backend: {sm.params.reference}. speedup_per_iteration = reference seconds per "
@@ -141,7 +148,8 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
     # ---- the summary: findings with their figures
     findings = seed.summary_findings(runs_df, coupling_df, backends_df, mass_df=mass_df, scaling=kinds["scaling"],
                                      sweeps=kinds["sweep"], convergence=kinds["convergence"],
-                                     reference_backend=sm.params.reference, round_off=report.ROUND_OFF)
+                                     equilibria_df=equilibria_df, reference_backend=sm.params.reference,
+                                     round_off=report.ROUND_OFF)
     summary = []
     for f in findings:
         fig = f.get("figure")
