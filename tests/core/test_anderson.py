@@ -370,8 +370,9 @@ def test_safeguarded_anderson_needs_no_more_picard_evaluations_than_damping_on_m
     converges, safeguarded Anderson converges in at most as many Picard evaluations (rejected points
     count). Measured at N = 50, tolerance 1e-8: e.g. congestion 31 vs 15 at thetaUM 0.5, stationary_log
     64 vs 9 at thetaUM 1 (and likewise at N = 40 with particles); the stall check never fires on these."""
+    size = dict(Nx=24, Nt=24) if mc.problems.load(name).dim == 1 else dict(Nx=10, Ny=10, Nt=6)
     for boundary in ("neumann", "periodic"):
-        p = mc.problems.load(name, Nx=24, Nt=24, boundary=boundary)
+        p = mc.problems.load(name, boundary=boundary, **size)
         for theta in (0.5, 1.0):
             damp = mc.solve(p, coupling="damping", thetaUM=theta, max_iterations=120, tolerance=1e-8)
             acc = mc.solve(p, coupling="anderson", thetaUM=theta, max_iterations=120, tolerance=1e-8)
