@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import validation
+from .backends.numpy.fields import make_fields
 from .errors import ConvergenceError, DivergenceError, NonFiniteError
 from .problem import MFGProblem
 from .result import FixedPointResult
@@ -48,27 +49,6 @@ log = logging.getLogger("mfg_core")
 INITIAL_GUESSES = ("terminal", "heat")
 #: step diagnostics of the FP solver that go into the result (stored on t)
 STEP_DIAGNOSTICS = ("reflected_fraction", "wrapped_fraction", "bandwidth")
-
-
-class Norms:
-    """The space-time L2 norm of the problem's grid, and the damped update with its norms (built by
-    the backend from the scheme: :meth:`mfg_core.backends.Backend.make_relax`)."""
-
-    def __init__(self, problem: MFGProblem, backend=None):
-        from .backends import get_backend
-        from .backends.numpy.fields import WeightedSquares
-
-        self.dt = problem.dt
-        self._sq = WeightedSquares(problem.scheme)
-        self.relax = get_backend(backend).make_relax(problem.scheme)
-
-    def norm(self, X: np.ndarray) -> float:
-        """``||X||``; NaN or inf if ``X`` has any."""
-        return math.sqrt(self.dt * self._sq(X))
-
-    def relative_change(self, new: np.ndarray, old: np.ndarray) -> float:
-        """``||new - old|| / ||new||`` (denominator floored at 1e-300)."""
-        return self.norm(new - old) / max(self.norm(new), 1e-300)
 
 
 class Step:
@@ -117,7 +97,14 @@ class FixedPointLoop:
         self.rule = rule
         self.method = method or rule.name
         self.options = dict(options or {})
-        self.norms = Norms(problem, getattr(hjb, "backend", None))
+        # a rule that works on the backend's own arrays (damping) keeps the fields on its device
+        # between iterations; the others (Anderson's least squares, Newton's sparse Jacobian) work on
+        # host arrays and get the host solves
+        native = getattr(rule, "native_fields", False)
+        self.fields = (getattr(hjb, "fields", None) if native else None) or make_fields(problem.scheme)
+        self.norms = self.fields  # the norms, relative changes and damped update (one object)
+        self._solve_hjb = hjb.solve_native if native and hasattr(hjb, "solve_native") else hjb.solve
+        self._solve_fp = fp.solve_native if native and hasattr(fp, "solve_native") else fp.solve
 
     # --- what rules call -----------------------------------------------------------------------
     def evaluate(self, k: int, solve, X: np.ndarray) -> np.ndarray:
@@ -133,21 +120,21 @@ class FixedPointLoop:
             raise
 
     def hjb(self, k: int, M: np.ndarray) -> np.ndarray:
-        return self.evaluate(k, self.hjb_solver.solve, M)
+        return self.evaluate(k, self._solve_hjb, M)
 
     def fp(self, k: int, U: np.ndarray) -> np.ndarray:
-        return self.evaluate(k, self.fp_solver.solve, U)
+        return self.evaluate(k, self._solve_fp, U)
 
     # --- the loop ------------------------------------------------------------------------------
     def initial_guess(self, kind: str = "terminal") -> tuple[np.ndarray, np.ndarray]:
         """``"terminal"``: ``U = g``, ``M = m0`` at every time; ``"heat"``: ``U = 0`` and ``M`` the FP
         solution with zero drift (``m0`` spread by diffusion alone)."""
-        p = self.problem
+        p, f = self.problem, self.fields
         if kind == "terminal":
-            return (np.broadcast_to(p.g, p.shape).copy(), np.broadcast_to(p.m_init, p.shape).copy())
+            return f.tile(p.g), f.tile(p.m_init)
         if kind == "heat":
-            U = np.zeros(p.shape)
-            return U, np.array(self.fp_solver.solve(U), dtype=np.float64)
+            U = f.zeros()
+            return U, f.asarray(self._solve_fp(U))
         raise ValueError(f"initial_guess must be one of {INITIAL_GUESSES}, got {kind!r}")
 
     def warmup(self) -> float:
@@ -173,7 +160,10 @@ class FixedPointLoop:
         start = time.perf_counter()
         if initial is None:
             U, M = self.initial_guess(initial_guess)
+        else:
+            U, M = self.fields.asarray(U), self.fields.asarray(M)
         U, M, k, status, reason, hist = self._iterate(U, M, max_iterations, tolerance, blowup_factor, verbose)
+        U, M = self.fields.to_host(U), self.fields.to_host(M)
         wall = time.perf_counter() - start
         extra = self.rule.summary(hist)
         log.info(reason)
@@ -203,9 +193,8 @@ class FixedPointLoop:
         }
 
     def _iterate(self, U, M, max_iterations, tolerance, blowup_factor, verbose):
-        p = self.problem
         rule = self.rule
-        norms = self.norms
+        norms = self.fields
         hist: dict[str, list] = {key: [] for key in ("change_U", "change_M", "residual_U", "residual_M",
                                                       "mass_error", "min_M", "seconds")}
         self.tolerance = tolerance  # what the rule's reset may read (Newton: its default system tolerance)
@@ -225,13 +214,13 @@ class FixedPointLoop:
                 raise DivergenceError(f"the fixed-point iterate became NaN or inf at iteration {k}", k)
             U, M = step.U, step.M
             res_U, res_M = step.residual
-            mass_error = float(np.max(np.abs(p.grid.mass(M) - 1.0)))
+            mass_error = norms.mass_error(M)
             hist["change_U"].append(change_U)
             hist["change_M"].append(change_M)
             hist["residual_U"].append(res_U)
             hist["residual_M"].append(res_M)
             hist["mass_error"].append(mass_error)
-            hist["min_M"].append(float(M.min()))
+            hist["min_M"].append(norms.min(M))
             for key, value in step.record.items():
                 hist.setdefault(key, []).append(value)
             for prefix, solver in (("hjb", self.hjb_solver), ("fp", self.fp_solver)):

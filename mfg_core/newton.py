@@ -636,7 +636,7 @@ class _StageLoop:
     """What a warm-up rule sees of the loop: the stage's Picard map, the loop's norms and problem."""
 
     def __init__(self, loop, stage: _Stage):
-        self.problem, self.norms, self._stage = loop.problem, loop.norms, stage
+        self.problem, self.fields, self.norms, self._stage = loop.problem, loop.fields, loop.norms, stage
 
     def hjb(self, k, M):
         return self._stage.hjb(k, M)

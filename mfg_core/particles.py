@@ -313,6 +313,11 @@ class FPParticleSolver(KernelSolver):
         }
         return M
 
+    def solve_native(self, U):
+        """:meth:`solve` for the fixed-point loop's arrays: the particles' drift and density are host
+        arrays (the sweep's chunks come back to the host between chunks anyway)."""
+        return self.fields.asarray(self.solve(self.fields.to_host(U)))
+
     def warmup(self) -> float:
         """Run one sweep on this problem's shape (jit compilation); returns the seconds taken.
 

@@ -47,6 +47,9 @@ class UpdateRule:
     #: the rule judges convergence itself (on the residual of the whole system): the loop calls
     #: :meth:`verdict` instead of its change/residual and blow-up tests
     stop_on_system = False
+    #: the rule's arithmetic is the loop's ``fields`` (on the backend's own arrays, on its device);
+    #: otherwise it gets host numpy arrays
+    native_fields = False
 
     def reset(self, loop) -> None:
         """Forget the state of a previous solve."""
@@ -85,6 +88,7 @@ class Damping(UpdateRule):
     """``U* = HJB(M_k)``, ``M* = FP(U*)``, both fields damped with ``thetaUM``."""
 
     name = "damping"
+    native_fields = True
 
     def __init__(self, thetaUM: float = 0.5):
         self.thetaUM = check_theta(thetaUM)
@@ -93,7 +97,7 @@ class Damping(UpdateRule):
         return {"thetaUM": self.thetaUM}
 
     def step(self, loop, k, U, M):
-        theta, relax = self.thetaUM, loop.norms.relax
+        theta, relax = self.thetaUM, loop.fields.relax
         U_star = loop.hjb(k, M)
         M_star = loop.fp(k, U_star)
         U_next, dU, nU_star, nU = relax(U, U_star, theta)
@@ -108,7 +112,7 @@ class DampingGS(Damping):
     name = "damping_gs"
 
     def step(self, loop, k, U, M):
-        theta, relax = self.thetaUM, loop.norms.relax
+        theta, relax = self.thetaUM, loop.fields.relax
         U_star = loop.hjb(k, M)
         U_next, dU, nU_star, nU = relax(U, U_star, theta)
         M_star = loop.fp(k, U_next)

@@ -2,7 +2,9 @@
 
 The numerics live in ``mfg_core/backends/<name>/fdm.py`` (the numpy reference states the scheme);
 these classes hold the problem, the backend, the kernel built for the problem's scheme and the last
-run's diagnostics.
+run's diagnostics. ``solve`` takes and returns numpy arrays; ``solve_native`` is the same solve on the
+backend's own arrays (on its device), which the fixed-point loop uses so that the fields never leave
+the device between iterations.
 """
 
 from __future__ import annotations
@@ -57,7 +59,25 @@ class KernelSolver:
     def use_backend(self, backend: str | Backend | None) -> None:
         """Run this solver's kernels on ``backend`` from now on (raises if it is not installed)."""
         self.backend = get_backend(backend)
+        self.fields = self.backend.make_fields(self.problem.scheme)
         self._kernel = self._build(self.backend)
+
+    def _check_native(self, name: str, X):
+        """``X`` (a numpy array or the backend's) as the backend's array, checked like ``check_field``."""
+        if isinstance(X, np.ndarray) or not hasattr(X, "shape"):
+            return self.fields.asarray(check_field(name, X, self.problem.shape))
+        if tuple(X.shape) != self.problem.shape:
+            raise ValueError(f"{name} must have shape {self.problem.shape}, got {tuple(X.shape)}")
+        if not self.fields.finite(X):
+            raise ValueError(f"{name} contains NaN or inf")
+        return X
+
+    def solve(self, X: np.ndarray) -> np.ndarray:
+        """The solve on numpy arrays (see :meth:`solve_native`)."""
+        return self.fields.to_host(self.solve_native(X))
+
+    def solve_native(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _build(self, backend: Backend):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -80,28 +100,33 @@ class HJBFDMSolver(KernelSolver):
         self.diagnostics: dict = {}
 
     def _build(self, backend):
+        self._V, self._g = self.problem.V, self.fields.asarray(self.problem.g)
         return backend.make_hjb_sweep(self.problem.scheme, newton_tol=self.newton_tol,
                                       newton_maxiter=self.newton_maxiter)
 
-    def solve(self, M: np.ndarray) -> np.ndarray:
-        """Solve the HJB equation backward for a given density history ``M``."""
+    def solve_native(self, M):
+        """Solve the HJB equation backward for a given density history ``M`` (the backend's arrays).
+
+        The coupling ``F`` is a numpy callable, so ``V + F(M)`` is formed on the host and sent to
+        the device once per solve (on the CPU both conversions are no-ops).
+        """
         p = self.problem
-        M = check_field("M", M, p.shape)
-        source = p.F(M)
-        if np.may_share_memory(source, M) or not source.flags.writeable:
-            source = source + p.V  # a coupling may hand back (a view of) its argument
+        M = self._check_native("M", M)
+        M_host = self.fields.to_host(M)
+        source = p.F(M_host)
+        if not np.may_share_memory(source, M_host) and source.flags.writeable:
+            source += self._V
         else:
-            source += p.V
+            source = source + self._V  # a coupling may hand back (a view of) its argument
         start = time.perf_counter()
-        U, its = self._kernel(source, p.g)
+        U, its = self._kernel(self.fields.asarray(source), self._g)
         self.last_seconds = time.perf_counter() - start
         self.diagnostics = dict(getattr(self._kernel, "diagnostics", None) or {})
-        U = np.asarray(self.backend.to_host(U), dtype=np.float64)
-        self.newton_iterations = its = np.asarray(its, dtype=np.int64)
+        self.newton_iterations = its = np.asarray(self.backend.to_host(its), dtype=np.int64)
         if np.any(its < 0):
             if not np.all(np.isfinite(source)):
                 raise NonFiniteError("V + F(M) is not finite: the coupling is undefined for this density "
-                                     f"(min M = {M.min():.3g})")
+                                     f"(min M = {self.fields.min(M):.3g})")
             k = int(np.flatnonzero(its < 0)[-1])
             raise ConvergenceError(f"HJB Newton did not reach newton_tol={self.newton_tol:g} in "
                                    f"{self.newton_maxiter} steps at t={p.t[k]:.6g} (time index {k})")
@@ -110,7 +135,7 @@ class HJBFDMSolver(KernelSolver):
     def warmup(self) -> float:
         """Run the kernel once on this problem's shape (jit compilation); returns the seconds taken."""
         start = time.perf_counter()
-        self._kernel(np.zeros(self.problem.shape), self.problem.g)
+        self._kernel(self.fields.zeros(), self._g)
         return time.perf_counter() - start
 
 
@@ -123,27 +148,30 @@ class FPFDMSolver(KernelSolver):
 
     def __init__(self, problem: MFGProblem, backend: str | Backend | None = "numpy"):
         super().__init__(problem, backend)
-        self._mu0 = self.problem.weights * self.problem.m_init
         self.diagnostics: dict = {}
 
     def _build(self, backend):
+        self._mu0 = self.fields.asarray(self.problem.weights * self.problem.m_init)
+        self._w = self.fields.asarray(self.problem.weights)
         return backend.make_fp_sweep(self.problem.scheme)
 
-    def solve(self, U: np.ndarray) -> np.ndarray:
-        """Solve the FP equation forward for the drift ``-U_x / lam``."""
-        U = check_field("U", U, self.problem.shape)
+    def solve_native(self, U):
+        """Solve the FP equation forward for the drift ``-U_x / lam`` (the backend's arrays)."""
+        U = self._check_native("U", U)
         start = time.perf_counter()
         mu = self._kernel(U, self._mu0)
         self.last_seconds = time.perf_counter() - start
         self.diagnostics = dict(getattr(self._kernel, "diagnostics", None) or {})
-        M = np.array(self.backend.to_host(mu), dtype=np.float64, copy=None)
-        if not M.flags.writeable:
-            M = M.copy()
-        M /= self.problem.weights
-        return M
+        if isinstance(mu, np.ndarray):
+            M = np.array(mu, dtype=np.float64, copy=None)
+            if not M.flags.writeable:
+                M = M.copy()
+            M /= self._w
+            return M
+        return mu / self._w
 
     def warmup(self) -> float:
         """Run the kernel once on this problem's shape (jit compilation); returns the seconds taken."""
         start = time.perf_counter()
-        self._kernel(np.zeros(self.problem.shape), self._mu0)
+        self._kernel(self.fields.zeros(), self._mu0)
         return time.perf_counter() - start

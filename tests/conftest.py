@@ -54,9 +54,9 @@ def poisoned_fp():
         class PoisonedFP(FPFDMSolver):
             calls = 0
 
-            def solve(self, U):
+            def solve_native(self, U):  # what the fixed-point loop calls (solve goes through it)
                 self.calls += 1
-                M = super().solve(U)
+                M = super().solve_native(U)
                 if self.calls == at:
                     M[5, 5] = np.nan
                 return M

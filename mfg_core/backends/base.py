@@ -90,15 +90,13 @@ class Backend:
         return self._module("particles").make_particle_sweep(scheme, bandwidth=bandwidth, scale_by_std=scale_by_std,
                                                              **self._device_kwargs())
 
-    def make_relax(self, scheme):
-        """The fixed-point loop's damped update with its norms; see :mod:`mfg_core.backends.numpy.fields`.
-
-        A backend without a ``fields`` module (its kernels return host numpy arrays) runs the numpy
-        reference, which is host arithmetic, not a kernel of its own.
-        """
+    def make_fields(self, scheme):
+        """The fixed-point loop's field arithmetic on this backend's arrays; see
+        :mod:`mfg_core.backends.numpy.fields`. A backend without a ``fields`` module (its kernels
+        return host numpy arrays) runs the numpy reference: host arithmetic, not a kernel of its own."""
         if importlib.util.find_spec(f"{self._package}.fields") is None:
-            return importlib.import_module("mfg_core.backends.numpy.fields").make_relax(scheme)
-        return self._module("fields").make_relax(scheme)
+            return importlib.import_module("mfg_core.backends.numpy.fields").make_fields(scheme)
+        return self._module("fields").make_fields(scheme, **self._device_kwargs())
 
     def make_kde(self, grid):
         """``kde(samples, bandwidth, scale_by_std) -> density``; see :mod:`mfg_core.backends.numpy.particles`."""

@@ -1,11 +1,12 @@
-r"""The fixed-point loop's damped update, fused into one compiled pass (numba).
+r"""The fixed-point loop's field arithmetic on numba's (numpy) arrays, with the damped update fused
+into one compiled pass.
 
-Same update and norms as the reference :mod:`mfg_core.backends.numpy.fields`: ``X <- X + theta
-(X* - X)`` in place, with ``||X* - X||``, ``||X*||`` and ``||X_new||``. numpy needs six passes over
-the two fields (difference, three norms, scale, add), each a trip through memory on a fine grid;
-here one loop reads ``X`` and ``X*`` once and writes ``X`` once. The new iterate is rounded exactly
-as the reference's (the same operations in the same order); the sums are reassociated (so that they
-vectorise) and agree with the reference's to round-off.
+Everything as the reference :class:`mfg_core.backends.numpy.fields.Fields` but ``relax``:
+``X <- X + theta (X* - X)`` in place, with ``||X* - X||``, ``||X*||`` and ``||X_new||``. numpy needs
+six passes over the two fields (difference, three norms, scale, add), each a trip through memory on a
+fine grid; here one loop reads ``X`` and ``X*`` once and writes ``X`` once. The new iterate is rounded
+exactly as the reference's (the same operations in the same order); the sums are reassociated (so
+that they vectorise) and agree with the reference's to round-off.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from ..numpy.fields import Fields as _Fields
 
 
 # reassociation only (no contraction into FMAs, no other fast-math): the sums vectorise, the
@@ -43,14 +46,14 @@ def _relax(X, X_star, theta, w):
     return s_diff, s_star, s_new
 
 
-def make_relax(scheme):
-    """``relax(X, X_star, theta) -> (X, n_diff, n_star, n_new)`` in one compiled pass."""
-    w = np.ascontiguousarray(scheme.grid.weights.ravel())
-    shape = (scheme.Nt + 1, w.size)
-    dt = scheme.dt
+class Fields(_Fields):
+    """The reference's field arithmetic with the fused compiled ``relax``."""
 
-    def relax(X, X_star, theta):
-        a, b, c = _relax(X.reshape(shape), np.ascontiguousarray(X_star).reshape(shape), float(theta), w)
-        return X, math.sqrt(dt * a), math.sqrt(dt * b), math.sqrt(dt * c)
+    def relax(self, X, X_star, theta):
+        shape = (self.shape[0], self._w.size)
+        a, b, c = _relax(X.reshape(shape), np.ascontiguousarray(X_star).reshape(shape), float(theta), self._w)
+        return X, math.sqrt(self.dt * a), math.sqrt(self.dt * b), math.sqrt(self.dt * c)
 
-    return relax
+
+def make_fields(scheme) -> Fields:
+    return Fields(scheme)
