@@ -52,6 +52,10 @@ FP_RTOL = 1e-15
 FP_ATOL = 1e-300
 #: the most BiCGStab iterations of one solve (restarts included)
 KRYLOV_MAXITER = 400
+#: restarts of one solve after a breakdown
+KRYLOV_RESTARTS = 5
+#: storage of the line factors (the arithmetic is float64 either way; see the module docstring)
+FACTOR_DTYPE = np.float64
 #: mass fix: negatives of at most this fraction of max(mu) are round-off and set to 0
 CLIP = 1e-15
 
@@ -66,365 +70,471 @@ def neighbour_slots(stencil: checks.Stencil2D) -> np.ndarray:
     neighbour coefficients ``(xl, xr, yl, yr)`` = 0..3, or -1 for a cut link (the entry is on the
     diagonal and cancels). Built once per factory."""
     ny, nx = stencil.ny, stencil.nx
-    n = ny * nx
-    p = np.arange(n)
+    p = np.arange(ny * nx)
     j, i = p // nx, p % nx
-    left = j * nx + (i - 1) % nx
-    right = j * nx + (i + 1) % nx
-    down = ((j - 1) % ny) * nx + i
-    up = ((j + 1) % ny) * nx + i
-    # (on a Neumann axis the wrapped ``left`` of i = 0 is never a stencil entry: its ghost is i = 1)
-    out = np.full((4, n), -1, dtype=np.int64)
+    # wrapped neighbours; on a Neumann axis the wrapped ones are never stencil entries (the ghost
+    # beyond a wall is the mirror node inside)
+    targets = (j * nx + (i - 1) % nx, j * nx + (i + 1) % nx, ((j - 1) % ny) * nx + i, ((j + 1) % ny) * nx + i)
+    out = np.full((4, ny * nx), -1, dtype=np.int64)
     for k, nb in enumerate((stencil.east, stencil.west, stencil.north, stencil.south)):
         nb = np.asarray(nb)
-        for slot, target in ((0, left), (1, right), (2, down), (3, up)):
-            hit = (nb == target) & (nb != p) & (out[k] < 0)
-            out[k][hit] = slot
-        bad = (out[k] < 0) & (nb != p)
-        if bad.any():  # pragma: no cover - the stencil only links physical neighbours
+        for slot, target in enumerate(targets):
+            out[k][(nb == target) & (nb != p) & (out[k] < 0)] = slot
+        if np.any((out[k] < 0) & (nb != p)):  # pragma: no cover - the stencil links neighbours only
             raise AssertionError("stencil links a node that is not a neighbour")
     return out
 
 
+def cut_codes(stencil: checks.Stencil2D) -> np.ndarray:
+    """``(ny, nx)`` uint8: bit 0..3 set where the ``E, W, N, S`` link is cut (the stencil points at
+    the node itself). Built once per factory."""
+    p = np.arange(stencil.size)
+    code = np.zeros(stencil.size, dtype=np.uint8)
+    for bit, nb in enumerate((stencil.east, stencil.west, stencil.north, stencil.south)):
+        code |= (np.asarray(nb) == p).astype(np.uint8) << bit
+    return code.reshape(stencil.ny, stencil.nx)
+
+
 @njit(cache=True)
-def _system(u, unext, src, with_res, east, west, north, south, free, slots, c, res, C, d, dX, dY):
-    """Fill ``res`` (if ``with_res``) and ``J(u)``: neighbour coefficients ``C`` ``(4, n)``, diagonal
-    ``d``, and the diagonals ``dX``, ``dY`` of ``I + dt A_x``, ``I + dt A_y``. Returns
-    ``(max|R|, max|u|)``. ``c = (dt, nu, lam, hx, hy)``; expressions as in the numpy reference."""
-    dt, nu, lam, hx, hy = c
-    n = u.shape[0]
-    cx = dt * nu / (hx * hx)
-    cy = dt * nu / (hy * hy)
-    ddx = dt / hx
-    ddy = dt / hy
-    hxl = hx * lam
-    hyl = hy * lam
-    hx2 = hx * hx
-    hy2 = hy * hy
-    rmax = 0.0
-    umax = 0.0
-    for p in range(n):
-        C[0, p] = 0.0
-        C[1, p] = 0.0
-        C[2, p] = 0.0
-        C[3, p] = 0.0
-    for p in range(n):
-        up = u[p]
-        uE = u[east[p]]
-        uW = u[west[p]]
-        uN = u[north[p]]
-        uS = u[south[p]]
-        fr = free[p]
+def _edge(p, uf, nf, sf, east, west, north, south, free, slots, k, with_res, rf, Cf, df):
+    """:func:`_system` at one node, through the stencil's indices (the first and last column)."""
+    cx, cy, ddx, ddy, ihxl, ihyl, ihx2, ihy2, dt, nu, lam = k
+    up = uf[p]
+    uE = uf[east[p]]
+    uW = uf[west[p]]
+    uN = uf[north[p]]
+    uS = uf[south[p]]
+    fr = free[p]
+    axp = min(uE - up, 0.0) * ihxl
+    axm = max(up - uW, 0.0) * ihxl
+    ayp = min(uN - up, 0.0) * ihyl
+    aym = max(up - uS, 0.0) * ihyl
+    if with_res:
+        ham = 0.5 * lam * ((axp * axp + axm * axm) + (ayp * ayp + aym * aym))
+        lap = (uE - 2.0 * up + uW) * ihx2 + (uN - 2.0 * up + uS) * ihy2
+        rf[p] = up - nf[p] + dt * fr * (-nu * lap + ham - sf[p])
+    c0 = 0.0
+    c1 = 0.0
+    c2 = 0.0
+    c3 = 0.0
+    if fr != 0.0:
+        for q in range(4):
+            if q == 0:
+                v = -cx + ddx * axp
+            elif q == 1:
+                v = -cx - ddx * axm
+            elif q == 2:
+                v = -cy + ddy * ayp
+            else:
+                v = -cy - ddy * aym
+            s = slots[q, p]
+            if s == 0:
+                c0 += v
+            elif s == 1:
+                c1 += v
+            elif s == 2:
+                c2 += v
+            elif s == 3:
+                c3 += v
+    Cf[0, p] = c0
+    Cf[1, p] = c1
+    Cf[2, p] = c2
+    Cf[3, p] = c3
+    df[p] = 1.0 - ((c0 + c1) + (c2 + c3))
+
+
+@njit(cache=True, fastmath={"contract"})
+def _row(ur, un, us, nr, sr, cr, fr_, with_res, rr, c0r, c1r, c2r, c3r, dr, k, fold_s, fold_n):
+    """:func:`_system` on the inner nodes ``1..nx-2`` of one row (``un``, ``us``: the rows the N and
+    S entries read; ``fold_s``/``fold_n``: the row is on a Neumann wall, both y entries fold onto the
+    inside neighbour). Branch-free, vectorised."""
+    cx, cy, ddx, ddy, ihxl, ihyl, ihx2, ihy2, dt, nu, lam = k
+    nx = ur.shape[0]
+    for i in range(1, nx - 1):
+        up = ur[i]
+        cb = cr[i]
+        cE = (cb & 1) != 0
+        cW = (cb & 2) != 0
+        cN = (cb & 4) != 0
+        cS = (cb & 8) != 0
+        uE = up if cE else ur[i + 1]
+        uW = up if cW else ur[i - 1]
+        uN = up if cN else un[i]
+        uS = up if cS else us[i]
+        fr = fr_[i]
+        e = uE - up
+        axp = (e if e < 0.0 else 0.0) * ihxl
+        e = up - uW
+        axm = (e if e > 0.0 else 0.0) * ihxl
+        e = uN - up
+        ayp = (e if e < 0.0 else 0.0) * ihyl
+        e = up - uS
+        aym = (e if e > 0.0 else 0.0) * ihyl
         if with_res:
-            axp = min(uE - up, 0.0) / hxl
-            axm = max(up - uW, 0.0) / hxl
-            ayp = min(uN - up, 0.0) / hyl
-            aym = max(up - uS, 0.0) / hyl
             ham = 0.5 * lam * ((axp * axp + axm * axm) + (ayp * ayp + aym * aym))
-            lap = (uE - 2.0 * up + uW) / hx2 + (uN - 2.0 * up + uS) / hy2
-            r = up - unext[p] + dt * fr * (-nu * lap + ham - src[p])
-            res[p] = r
-            rmax = max(rmax, abs(r))
-            umax = max(umax, abs(up))
-        if fr != 0.0:
-            axp = min(uE - up, 0.0) / hxl
-            axm = max(up - uW, 0.0) / hxl
-            ayp = min(uN - up, 0.0) / hyl
-            aym = max(up - uS, 0.0) / hyl
-            s = slots[0, p]
-            if s >= 0:
-                C[s, p] += -cx + ddx * axp
-            s = slots[1, p]
-            if s >= 0:
-                C[s, p] += -cx - ddx * axm
-            s = slots[2, p]
-            if s >= 0:
-                C[s, p] += -cy + ddy * ayp
-            s = slots[3, p]
-            if s >= 0:
-                C[s, p] += -cy - ddy * aym
-    for p in range(n):
-        sx = C[0, p] + C[1, p]
-        sy = C[2, p] + C[3, p]
-        d[p] = 1.0 - (sx + sy)
-        dX[p] = 1.0 - sx
-        dY[p] = 1.0 - sy
-    return rmax, umax
+            lap = (uE - 2.0 * up + uW) * ihx2 + (uN - 2.0 * up + uS) * ihy2
+            rr[i] = up - nr[i] + dt * fr * (-nu * lap + ham - sr[i])
+        vE = 0.0 if cE else fr * (-cx + ddx * axp)
+        vW = 0.0 if cW else fr * (-cx - ddx * axm)
+        vN = 0.0 if cN else fr * (-cy + ddy * ayp)
+        vS = 0.0 if cS else fr * (-cy - ddy * aym)
+        if fold_s:
+            c2 = 0.0
+            c3 = vN + vS
+        elif fold_n:
+            c2 = vN + vS
+            c3 = 0.0
+        else:
+            c2 = vS
+            c3 = vN
+        c0r[i] = vW
+        c1r[i] = vE
+        c2r[i] = c2
+        c3r[i] = c3
+        dr[i] = 1.0 - ((vW + vE) + (c2 + c3))
+
+
+@njit(cache=True, fastmath={"reassoc", "nnan", "ninf", "nsz"})
+def _absmax(a):
+    m = 0.0
+    for k in range(a.shape[0]):
+        m = max(m, abs(a[k]))
+    return m
+
+
+@njit(cache=True, fastmath=_FM)
+def _finite(a):
+    s = 0.0
+    for k in range(a.shape[0]):
+        s += a[k] * 0.0
+    return s == 0.0
 
 
 @njit(cache=True)
-def _transpose(C, ny, nx, px, py, T):
-    """Neighbour coefficients of ``J^T``: ``T[xl, p] = J[left(p), p] = C[xr, left(p)]`` and so on;
-    0 where the neighbour is beyond a Neumann wall. The diagonals are those of ``J``."""
+def _system(u, unext, src, with_res, east, west, north, south, free, free2, slots, codes, c, py, res, C, d):
+    """Fill ``res`` (if ``with_res``) and ``J(u)``: neighbour coefficients ``C`` ``(4, ny, nx)`` and
+    diagonal ``d``; returns ``(max|R|, max|u|)`` (``max|R| = inf`` if ``R`` is not finite). ``c = (dt, nu,
+    lam, hx, hy)``; the reference's expressions with reciprocals of ``hx lam``, ``hx^2``, ... (within an
+    ulp of it). Inner nodes row by row with the neighbours read directly (cut links from ``codes``),
+    the first and last column through the stencil."""
+    dt, nu, lam, hx, hy = c
+    ny, nx = u.shape
+    n = ny * nx
+    k = (dt * nu / (hx * hx), dt * nu / (hy * hy), dt / hx, dt / hy, 1.0 / (hx * lam), 1.0 / (hy * lam),
+         1.0 / (hx * hx), 1.0 / (hy * hy), dt, nu, lam)
+    uf = u.reshape(n)
+    nf = unext.reshape(unext.size)
+    sf = src.reshape(src.size)
+    rf = res.reshape(res.size)
+    Cf = C.reshape((4, n))
+    df = d.reshape(n)
     for j in range(ny):
+        # the rows the N and S entries of an inner node read (ghost rows mirrored at a Neumann wall)
+        jn = j + 1 if j < ny - 1 else (0 if py else ny - 2)
+        js = j - 1 if j > 0 else (ny - 1 if py else 1)
+        fold_s = (not py) and j == 0
+        fold_n = (not py) and j == ny - 1
+        if with_res:
+            _row(u[j], u[jn], u[js], unext[j], src[j], codes[j], free2[j], True, res[j], C[0, j], C[1, j],
+                 C[2, j], C[3, j], d[j], k, fold_s, fold_n)
+        else:
+            _row(u[j], u[jn], u[js], u[j], u[j], codes[j], free2[j], False, u[j], C[0, j], C[1, j],
+                 C[2, j], C[3, j], d[j], k, fold_s, fold_n)
+        _edge(j * nx, uf, nf, sf, east, west, north, south, free, slots, k, with_res, rf, Cf, df)
+        _edge(j * nx + nx - 1, uf, nf, sf, east, west, north, south, free, slots, k, with_res, rf, Cf, df)
+    if not with_res:
+        return 0.0, 0.0
+    rmax = _absmax(rf) if _finite(rf) else math.inf
+    return rmax, _absmax(uf)
+
+
+@njit(cache=True)
+def _transpose(C, px, py, T):
+    """Neighbour coefficients of ``J^T``: ``T[xl][j, i] = J[(j, i-1), (j, i)] = C[xr][j, i-1]`` and so
+    on (wrapped if periodic; 0 beyond a Neumann wall). The diagonal is that of ``J``."""
+    ny, nx = C.shape[1], C.shape[2]
+    for j in range(ny):
+        T[0, j, 0] = C[1, j, nx - 1] if px else 0.0
+        for i in range(1, nx):
+            T[0, j, i] = C[1, j, i - 1]
+        for i in range(nx - 1):
+            T[1, j, i] = C[0, j, i + 1]
+        T[1, j, nx - 1] = C[0, j, 0] if px else 0.0
+        jd = j - 1 if j > 0 else ny - 1
+        ju = j + 1 if j < ny - 1 else 0
+        keep_d = 1.0 if (j > 0 or py) else 0.0
+        keep_u = 1.0 if (j < ny - 1 or py) else 0.0
         for i in range(nx):
-            p = j * nx + i
-            if i > 0:
-                T[0, p] = C[1, p - 1]
-            else:
-                T[0, p] = C[1, p + nx - 1] if px else 0.0
-            if i < nx - 1:
-                T[1, p] = C[0, p + 1]
-            else:
-                T[1, p] = C[0, p - nx + 1] if px else 0.0
-            if j > 0:
-                T[2, p] = C[3, p - nx]
-            else:
-                T[2, p] = C[3, p + (ny - 1) * nx] if py else 0.0
-            if j < ny - 1:
-                T[3, p] = C[2, p + nx]
-            else:
-                T[3, p] = C[2, p - (ny - 1) * nx] if py else 0.0
+            T[2, j, i] = keep_d * C[3, jd, i]
+            T[3, j, i] = keep_u * C[2, ju, i]
 
 
 # ---------------------------------------------------------------------------------------------
-# the ADI preconditioner: batched (cyclic) Thomas along x (rows) and along y (columns)
+# the ADI preconditioner: batched (cyclic) Thomas along x (every row) and along y (every column).
+# x-lines are factorised in transposed (x, y) storage, so that both batches run with the lines
+# innermost (contiguous, vectorised) and no line waits on its own recurrence.
 
 @njit(cache=True)
-def _factor_x(L, D, U, ny, nx, px, m, inv, z, sfac, den):
-    """Factor the tridiagonal of every x-line ``(L, D, U)`` (``L[j, 0]``, ``U[j, nx-1]`` the corner
-    couplings if periodic). ``m``: multipliers, ``inv``: inverted pivots; periodic: the 1D
-    Sherman-Morrison split, ``z`` the solution for its column ``(gamma, 0.., alpha)`` and per line
-    ``sfac = beta / gamma``, ``den = 1 / (1 + z_0 + sfac z_{n-1})``."""
+def _factor_x(L, U, A, B, px, FX, ZX, FXs, piv):
+    """Factor the tridiagonals of every x-line -- lower ``L``, upper ``U`` (``L[j, 0]``, ``U[j, nx-1]``
+    the wrap couplings if periodic), diagonal ``1 - (A + B)`` -- into ``FX = (U^T, m^T, inv^T)``
+    ``(3, nx, ny)``: Thomas elimination as in :mod:`.fdm` (multipliers ``m``, inverted pivots ``inv``).
+    Periodic: the 1D Sherman-Morrison split (``gamma = -D[j, 0]``), ``ZX`` ``(ny, nx)`` the solution for
+    ``(gamma, 0.., alpha)`` and ``FXs = (beta / gamma, 1 / (1 + z_0 + beta z_{n-1} / gamma))`` per line.
+    Pivots in float64, stored as ``FX.dtype``."""
+    ny, nx = L.shape
+    UT, mT, iT = FX[0], FX[1], FX[2]
+    for i in range(nx):
+        for j in range(ny):
+            UT[i, j] = U[j, i]
     for j in range(ny):
-        o = j * nx
-        d0 = D[o]
-        dl = D[o + nx - 1]
-        if px:
-            alpha = U[o + nx - 1]
-            beta = L[o]
-            gamma = -d0
-            d0 = d0 - gamma
-            dl = dl - alpha * beta / gamma
-        piv = d0
-        for i in range(nx - 1):
-            r = 1.0 / piv
-            inv[o + i] = r
-            f = L[o + i + 1] * r
-            m[o + i + 1] = f
-            di = dl if i + 1 == nx - 1 else D[o + i + 1]
-            piv = di - f * U[o + i]
-        inv[o + nx - 1] = 1.0 / piv
-        if px:
-            z[o] = gamma
+        d0 = 1.0 - (A[j, 0] + B[j, 0])
+        piv[j] = d0 + d0 if px else d0
+    for i in range(nx - 1):
+        for j in range(ny):
+            r = 1.0 / piv[j]
+            iT[i, j] = r
+            f = L[j, i + 1] * r
+            mT[i + 1, j] = f
+            di = 1.0 - (A[j, i + 1] + B[j, i + 1])
+            if px and i + 1 == nx - 1:
+                di = di + U[j, nx - 1] * L[j, 0] / (1.0 - (A[j, 0] + B[j, 0]))  # - alpha beta / gamma
+            piv[j] = di - f * U[j, i]
+    for j in range(ny):
+        iT[nx - 1, j] = 1.0 / piv[j]
+    if px:
+        for j in range(ny):
+            z = -(1.0 - (A[j, 0] + B[j, 0]))
+            ZX[j, 0] = z
             for i in range(1, nx):
-                e = alpha if i == nx - 1 else 0.0
-                z[o + i] = e - m[o + i] * z[o + i - 1]
-            z[o + nx - 1] *= inv[o + nx - 1]
+                e = U[j, nx - 1] if i == nx - 1 else 0.0
+                z = e - mT[i, j] * z
+                ZX[j, i] = z
+            z = z * iT[nx - 1, j]
+            ZX[j, nx - 1] = z
             for i in range(nx - 2, -1, -1):
-                z[o + i] = (z[o + i] - U[o + i] * z[o + i + 1]) * inv[o + i]
-            sfac[j] = beta / gamma
-            den[j] = 1.0 / (1.0 + z[o] + sfac[j] * z[o + nx - 1])
+                z = (ZX[j, i] - UT[i, j] * z) * iT[i, j]
+                ZX[j, i] = z
+            sf = L[j, 0] / (-(1.0 - (A[j, 0] + B[j, 0])))
+            FXs[0, j] = sf
+            FXs[1, j] = 1.0 / (1.0 + ZX[j, 0] + sf * ZX[j, nx - 1])
 
 
 @njit(cache=True)
-def _factor_y(L, D, U, ny, nx, py, m, inv, z, sfac, den):
-    """:func:`_factor_x` along y: every column ``i`` is a line, its nodes ``j nx + i``; loops run over
-    the columns innermost (contiguous)."""
-    for i in range(nx):
-        if py:
-            alpha = U[(ny - 1) * nx + i]
-            beta = L[i]
-            gamma = -D[i]
-            sfac[i] = beta / gamma
-            den[i] = gamma  # gamma kept here until the end of the factorisation
-    last = (ny - 1) * nx
-    for i in range(nx):
-        piv = D[i] - (den[i] if py else 0.0)
-        inv[i] = piv  # pivots first, inverted below
-    for j in range(ny - 1):
-        o = j * nx
+def _factor_y(L, U, A, B, py, FY, ZY, FYs, piv):
+    """:func:`_factor_x` along y for every column, in ``(ny, nx)`` storage: ``FY = (U, m, inv)``,
+    ``ZY`` ``(ny, nx)``, ``FYs`` ``(2, nx)``."""
+    ny, nx = L.shape
+    Uc, m, iv = FY[0], FY[1], FY[2]
+    for j in range(ny):
         for i in range(nx):
-            r = 1.0 / inv[o + i]
-            inv[o + i] = r
-            f = L[o + nx + i] * r
-            m[o + nx + i] = f
-            di = D[o + nx + i]
-            if py and j + 1 == ny - 1:
-                di = di - U[last + i] * L[i] / den[i]
-            inv[o + nx + i] = di - f * U[o + i]
+            Uc[j, i] = U[j, i]
     for i in range(nx):
-        inv[last + i] = 1.0 / inv[last + i]
+        d0 = 1.0 - (A[0, i] + B[0, i])
+        piv[i] = d0 + d0 if py else d0
+    for j in range(ny - 1):
+        for i in range(nx):
+            r = 1.0 / piv[i]
+            iv[j, i] = r
+            f = L[j + 1, i] * r
+            m[j + 1, i] = f
+            di = 1.0 - (A[j + 1, i] + B[j + 1, i])
+            if py and j + 1 == ny - 1:
+                di = di + U[ny - 1, i] * L[0, i] / (1.0 - (A[0, i] + B[0, i]))
+            piv[i] = di - f * U[j, i]
+    for i in range(nx):
+        iv[ny - 1, i] = 1.0 / piv[i]
     if py:
         for i in range(nx):
-            z[i] = den[i]
+            ZY[0, i] = -(1.0 - (A[0, i] + B[0, i]))
         for j in range(1, ny):
-            o = j * nx
             for i in range(nx):
-                e = U[last + i] if j == ny - 1 else 0.0
-                z[o + i] = e - m[o + i] * z[o - nx + i]
+                e = U[ny - 1, i] if j == ny - 1 else 0.0
+                ZY[j, i] = e - m[j, i] * ZY[j - 1, i]
         for i in range(nx):
-            z[last + i] *= inv[last + i]
+            ZY[ny - 1, i] *= iv[ny - 1, i]
         for j in range(ny - 2, -1, -1):
-            o = j * nx
             for i in range(nx):
-                z[o + i] = (z[o + i] - U[o + i] * z[o + nx + i]) * inv[o + i]
+                ZY[j, i] = (ZY[j, i] - Uc[j, i] * ZY[j + 1, i]) * iv[j, i]
         for i in range(nx):
-            den[i] = 1.0 / (1.0 + z[i] + sfac[i] * z[last + i])
+            sf = L[0, i] / (-(1.0 - (A[0, i] + B[0, i])))
+            FYs[0, i] = sf
+            FYs[1, i] = 1.0 / (1.0 + ZY[0, i] + sf * ZY[ny - 1, i])
 
 
 @njit(cache=True, fastmath=_FM)
-def _solve_x(U, m, inv, z, sfac, den, ny, nx, px, rhs, out):
-    """``out = (line tridiagonals along x)^{-1} rhs`` from the factors of :func:`_factor_x`."""
+def _solve_x(FX, ZX, FXs, px, rhs, out, t, prev):
+    """``out = (x-line tridiagonals)^{-1} rhs`` from :func:`_factor_x` (``out`` may be ``rhs``):
+    forward into the transposed scratch ``t`` ``(nx, ny)``, backward into ``out`` with the last column
+    in ``prev`` ``(ny,)``."""
+    ny, nx = rhs.shape
+    UT, mT, iT = FX[0], FX[1], FX[2]
     for j in range(ny):
-        o = j * nx
-        y = rhs[o]
-        out[o] = y
-        for i in range(1, nx):
-            y = rhs[o + i] - m[o + i] * y
-            out[o + i] = y
-        x = y * inv[o + nx - 1]
-        out[o + nx - 1] = x
-        for i in range(nx - 2, -1, -1):
-            x = (out[o + i] - U[o + i] * x) * inv[o + i]
-            out[o + i] = x
-        if px:
-            f = (out[o] + sfac[j] * out[o + nx - 1]) * den[j]
+        t[0, j] = rhs[j, 0]
+    for i in range(1, nx):
+        for j in range(ny):
+            t[i, j] = rhs[j, i] - mT[i, j] * t[i - 1, j]
+    for j in range(ny):
+        v = t[nx - 1, j] * iT[nx - 1, j]
+        prev[j] = v
+        out[j, nx - 1] = v
+    for i in range(nx - 2, -1, -1):
+        for j in range(ny):
+            v = (t[i, j] - UT[i, j] * prev[j]) * iT[i, j]
+            prev[j] = v
+            out[j, i] = v
+    if px:
+        for j in range(ny):
+            f = (out[j, 0] + FXs[0, j] * out[j, nx - 1]) * FXs[1, j]
             for i in range(nx):
-                out[o + i] -= f * z[o + i]
+                out[j, i] -= f * ZX[j, i]
 
 
 @njit(cache=True, fastmath=_FM)
-def _solve_y(U, m, inv, z, sfac, den, ny, nx, py, rhs, out):
-    """``out = (line tridiagonals along y)^{-1} rhs`` from the factors of :func:`_factor_y`."""
+def _solve_y(FY, ZY, FYs, py, rhs, out, f):
+    """``out = (y-line tridiagonals)^{-1} rhs`` from :func:`_factor_y` (``out`` may be ``rhs``);
+    ``f`` ``(nx,)`` scratch."""
+    ny, nx = rhs.shape
+    Uc, m, iv = FY[0], FY[1], FY[2]
     for i in range(nx):
-        out[i] = rhs[i]
+        out[0, i] = rhs[0, i]
     for j in range(1, ny):
-        o = j * nx
         for i in range(nx):
-            out[o + i] = rhs[o + i] - m[o + i] * out[o - nx + i]
-    last = (ny - 1) * nx
-    for i in range(nx):
-        out[last + i] *= inv[last + i]
-    for j in range(ny - 2, -1, -1):
-        o = j * nx
-        for i in range(nx):
-            out[o + i] = (out[o + i] - U[o + i] * out[o + nx + i]) * inv[o + i]
+            out[j, i] = rhs[j, i] - m[j, i] * out[j - 1, i]
+    _back_y(Uc, iv, ZY, FYs, py, out, f)
 
 
 @njit(cache=True, fastmath=_FM)
-def _correct_y(z, sfac, den, ny, nx, out, f):
-    """The Sherman-Morrison correction of a periodic y-solve, in place: ``out -= f z`` per column."""
-    last = (ny - 1) * nx
+def _solve_y_p(FY, ZY, FYs, py, r, p, v, beta, omega, out, f):
+    """BiCGStab's direction update ``p = r + beta (p - omega v)`` fused with :func:`_solve_y` of it."""
+    ny, nx = r.shape
+    Uc, m, iv = FY[0], FY[1], FY[2]
     for i in range(nx):
-        f[i] = (out[i] + sfac[i] * out[last + i]) * den[i]
-    for j in range(ny):
-        o = j * nx
+        q = r[0, i] + beta * (p[0, i] - omega * v[0, i])
+        p[0, i] = q
+        out[0, i] = q
+    for j in range(1, ny):
         for i in range(nx):
-            out[o + i] -= f[i] * z[o + i]
+            q = r[j, i] + beta * (p[j, i] - omega * v[j, i])
+            p[j, i] = q
+            out[j, i] = q - m[j, i] * out[j - 1, i]
+    _back_y(Uc, iv, ZY, FYs, py, out, f)
 
 
-@njit(cache=True)
-def _precondition(F, Fs, ny, nx, px, py, x_first, v, out, tmp, f):
-    """``out = P^{-1} v``: ``x_first`` False: y-lines then x-lines (``P = (I+dtA_y)(I+dtA_x)``, HJB);
-    True: x-lines then y-lines (``P^T``, FP). ``F`` ``(8, n)``: x factors (U, m, inv, z) then y factors;
-    ``Fs`` ``(4, max(nx, ny))``: per-line (sfac, den) for x then y."""
-    if x_first:
-        _solve_x(F[0], F[1], F[2], F[3], Fs[0], Fs[1], ny, nx, px, v, tmp)
-        _solve_y(F[4], F[5], F[6], F[7], Fs[2], Fs[3], ny, nx, py, tmp, out)
-        if py:
-            _correct_y(F[7], Fs[2], Fs[3], ny, nx, out, f)
-    else:
-        _solve_y(F[4], F[5], F[6], F[7], Fs[2], Fs[3], ny, nx, py, v, tmp)
-        if py:
-            _correct_y(F[7], Fs[2], Fs[3], ny, nx, tmp, f)
-        _solve_x(F[0], F[1], F[2], F[3], Fs[0], Fs[1], ny, nx, px, tmp, out)
-
-
-@njit(cache=True)
-def _factor(C, dX, dY, ny, nx, px, py, F, Fs):
-    """Line factorisations of ``I + dt A_x`` (lower ``C[0]``, upper ``C[1]``) and ``I + dt A_y``
-    (``C[2]``, ``C[3]``) into ``F``, ``Fs`` (layout of :func:`_precondition`)."""
-    F[0, :] = C[1]
-    F[4, :] = C[3]
-    _factor_x(C[0], dX, C[1], ny, nx, px, F[1], F[2], F[3], Fs[0], Fs[1])
-    _factor_y(C[2], dY, C[3], ny, nx, py, F[5], F[6], F[7], Fs[2], Fs[3])
+@njit(cache=True, fastmath=_FM)
+def _back_y(Uc, iv, ZY, FYs, py, out, f):
+    ny, nx = out.shape
+    for i in range(nx):
+        out[ny - 1, i] *= iv[ny - 1, i]
+    for j in range(ny - 2, -1, -1):
+        for i in range(nx):
+            out[j, i] = (out[j, i] - Uc[j, i] * out[j + 1, i]) * iv[j, i]
+    if py:
+        for i in range(nx):
+            f[i] = (out[0, i] + FYs[0, i] * out[ny - 1, i]) * FYs[1, i]
+        for j in range(ny):
+            for i in range(nx):
+                out[j, i] -= f[i] * ZY[j, i]
 
 
 # ---------------------------------------------------------------------------------------------
 # BiCGStab on J (given by C, d) with the ADI preconditioner
 
 @njit(cache=True, fastmath=_FM)
-def _matvec(C, d, ny, nx, px, py, x, y, w):
-    """``y = J x``; returns ``(w, y)`` (0 if ``w`` is empty)."""
-    acc = 0.0
-    with_dot = w.shape[0] > 0
+def _matvec(C, d, px, py, x, y, w, s):
+    """``y = J x`` for ``J`` by neighbour coefficients ``C`` and diagonal ``d``; returns
+    ``((w, y), (s, y), (y, y))``."""
+    ny, nx = x.shape
+    wy = 0.0
+    sy = 0.0
+    yy = 0.0
     for j in range(ny):
-        o = j * nx
-        od = o - nx if j > 0 else ((ny - 1) * nx if py else o)
-        ou = o + nx if j < ny - 1 else (0 if py else o)
-        for i in range(nx):
-            il = i - 1 if i > 0 else (nx - 1 if px else i)
-            ir = i + 1 if i < nx - 1 else (0 if px else i)
-            p = o + i
-            v = (d[p] * x[p] + C[0, p] * x[o + il] + C[1, p] * x[o + ir]
-                 + C[2, p] * x[od + i] + C[3, p] * x[ou + i])
-            y[p] = v
-            if with_dot:
-                acc += w[p] * v
-    return acc
+        jd = j - 1 if j > 0 else (ny - 1 if py else 0)
+        ju = j + 1 if j < ny - 1 else (0 if py else j)
+        c0 = C[0, j]
+        c1 = C[1, j]
+        c2 = C[2, j]
+        c3 = C[3, j]
+        dd = d[j]
+        xr = x[j]
+        xd = x[jd]
+        xu = x[ju]
+        yr = y[j]
+        wr = w[j]
+        sr = s[j]
+        il = nx - 1 if px else 0
+        v = dd[0] * xr[0] + c0[0] * xr[il] + c1[0] * xr[1] + c2[0] * xd[0] + c3[0] * xu[0]
+        yr[0] = v
+        wy += wr[0] * v
+        sy += sr[0] * v
+        yy += v * v
+        for i in range(1, nx - 1):
+            v = dd[i] * xr[i] + c0[i] * xr[i - 1] + c1[i] * xr[i + 1] + c2[i] * xd[i] + c3[i] * xu[i]
+            yr[i] = v
+            wy += wr[i] * v
+            sy += sr[i] * v
+            yy += v * v
+        i = nx - 1
+        ir = 0 if px else nx - 1
+        v = dd[i] * xr[i] + c0[i] * xr[i - 1] + c1[i] * xr[ir] + c2[i] * xd[i] + c3[i] * xu[i]
+        yr[i] = v
+        wy += wr[i] * v
+        sy += sr[i] * v
+        yy += v * v
+    return wy, sy, yy
 
 
 @njit(cache=True, fastmath=_FM)
-def _dot(a, b):
-    s = 0.0
-    for i in range(a.shape[0]):
-        s += a[i] * b[i]
-    return s
+def _residual(C, d, px, py, b, x, r):
+    """``r = b - J x``; returns ``(r, r)``."""
+    _matvec(C, d, px, py, x, r, r, r)
+    n = b.size
+    bf = b.reshape(n)
+    rf = r.reshape(n)
+    rr = 0.0
+    for k in range(n):
+        rk = bf[k] - rf[k]
+        rf[k] = rk
+        rr += rk * rk
+    return rr
 
 
 @njit(cache=True, fastmath=_FM)
-def _matvec2(C, d, ny, nx, px, py, x, y, s):
-    """``y = J x``; returns ``((y, s), (y, y))``."""
-    ts = 0.0
-    tt = 0.0
-    for j in range(ny):
-        o = j * nx
-        od = o - nx if j > 0 else ((ny - 1) * nx if py else o)
-        ou = o + nx if j < ny - 1 else (0 if py else o)
-        for i in range(nx):
-            il = i - 1 if i > 0 else (nx - 1 if px else i)
-            ir = i + 1 if i < nx - 1 else (0 if px else i)
-            p = o + i
-            v = (d[p] * x[p] + C[0, p] * x[o + il] + C[1, p] * x[o + ir]
-                 + C[2, p] * x[od + i] + C[3, p] * x[ou + i])
-            y[p] = v
-            ts += v * s[p]
-            tt += v * v
-    return ts, tt
-
-
-@njit(cache=True, fastmath=_FM)
-def _bicgstab(C, d, F, Fs, ny, nx, px, py, x_first, b, x, zero_start, rtol, atol, maxiter, W, f):
-    """Solve ``J x = b`` (``J`` by ``C``, ``d``) by right-preconditioned BiCGStab, in place in ``x``
-    (from 0 if ``zero_start``, else from ``x``). ``W`` ``(9, n)`` work. Returns
-    ``(iterations, converged)``."""
-    n = b.shape[0]
-    r, rh, p, v, s, t, ph, sh, tmp = W[0], W[1], W[2], W[3], W[4], W[5], W[6], W[7], W[8]
-    empty = W[0, :0]
-    bb = _dot(b, b)
+def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start, rtol, atol, maxiter,
+              W, t, prev, f):
+    """Solve ``J x = b`` by right-preconditioned BiCGStab (van der Vorst), in place in ``x`` (from 0 if
+    ``zero_start``, else from ``x``), to ``||r|| <= max(rtol ||b||, atol)`` with the recursive residual.
+    ``x_first`` picks the preconditioner (see :func:`_factor_x`; False: ``P^{-1}`` y-lines then
+    x-lines, True: ``P^{-T}`` x-lines then y-lines). A breakdown (``(r0, v) = 0``, ``(t, t) = 0``,
+    ``omega = 0`` or ``rho = 0``) restarts from the current iterate with its true residual.
+    ``W`` ``(6, ny, nx)``: ``r`` (also ``s``), ``r0``, ``p``, ``v``, ``t`` and the preconditioned
+    ``p``, then ``s``. Returns ``(iterations, converged)``."""
+    ny, nx = b.shape
+    n = ny * nx
+    r, rh, p, v, tv, q = W[0], W[1], W[2], W[3], W[4], W[5]
+    bf = b.reshape(n)
+    xf = x.reshape(n)
+    rf, rhf, pf, vf, tf, qf = r.reshape(n), rh.reshape(n), p.reshape(n), v.reshape(n), tv.reshape(n), q.reshape(n)
+    bb = 0.0
+    for k in range(n):
+        bb += bf[k] * bf[k]
     thresh = max(rtol * math.sqrt(bb), atol)
     its = 0
     restarts = 0
     if zero_start:
         for k in range(n):
-            x[k] = 0.0
-            r[k] = b[k]
+            xf[k] = 0.0
+            rf[k] = bf[k]
         rr = bb
     else:
-        _matvec(C, d, ny, nx, px, py, x, tmp, empty)
-        rr = 0.0
-        for k in range(n):
-            rk = b[k] - tmp[k]
-            r[k] = rk
-            rr += rk * rk
+        rr = _residual(C, d, px, py, b, x, r)
     while True:  # (re)start
         if math.sqrt(rr) <= thresh:
             return its, True
         for k in range(n):
-            rh[k] = r[k]
-            p[k] = 0.0
-            v[k] = 0.0
+            rhf[k] = rf[k]
+            pf[k] = 0.0
+            vf[k] = 0.0
         rho = 1.0
         alpha = 1.0
         omega = 1.0
@@ -434,25 +544,36 @@ def _bicgstab(C, d, F, Fs, ny, nx, px, py, x_first, b, x, zero_start, rtol, atol
             its += 1
             beta = (rho_new / rho) * (alpha / omega)
             rho = rho_new
-            for k in range(n):
-                p[k] = r[k] + beta * (p[k] - omega * v[k])
-            _precondition(F, Fs, ny, nx, px, py, x_first, p, ph, tmp, f)
-            rv = _matvec(C, d, ny, nx, px, py, ph, v, rh)
+            # q = P^{-1} p, with p = r + beta (p - omega v)
+            if x_first:
+                for k in range(n):
+                    pf[k] = rf[k] + beta * (pf[k] - omega * vf[k])
+                _solve_x(FX, ZX, FXs, px, p, q, t, prev)
+                _solve_y(FY, ZY, FYs, py, q, q, f)
+            else:
+                _solve_y_p(FY, ZY, FYs, py, r, p, v, beta, omega, q, f)
+                _solve_x(FX, ZX, FXs, px, q, q, t, prev)
+            rv, _, _ = _matvec(C, d, px, py, q, v, rh, rh)
             if rv == 0.0 or not math.isfinite(rv):
                 broke = True
                 break
             alpha = rho / rv
             ss = 0.0
             for k in range(n):
-                sk = r[k] - alpha * v[k]
-                s[k] = sk
+                xf[k] += alpha * qf[k]
+                sk = rf[k] - alpha * vf[k]
+                rf[k] = sk  # r holds s from here on
                 ss += sk * sk
             if math.sqrt(ss) <= thresh:
-                for k in range(n):
-                    x[k] += alpha * ph[k]
                 return its, True
-            _precondition(F, Fs, ny, nx, px, py, x_first, s, sh, tmp, f)
-            ts, tt = _matvec2(C, d, ny, nx, px, py, sh, t, s)
+            # q = P^{-1} s, t = J q
+            if x_first:
+                _solve_x(FX, ZX, FXs, px, r, q, t, prev)
+                _solve_y(FY, ZY, FYs, py, q, q, f)
+            else:
+                _solve_y(FY, ZY, FYs, py, r, q, f)
+                _solve_x(FX, ZX, FXs, px, q, q, t, prev)
+            _, ts, tt = _matvec(C, d, px, py, q, tv, r, r)
             if tt == 0.0 or not math.isfinite(tt):
                 broke = True
                 break
@@ -460,83 +581,88 @@ def _bicgstab(C, d, F, Fs, ny, nx, px, py, x_first, b, x, zero_start, rtol, atol
             rr = 0.0
             rho_new = 0.0
             for k in range(n):
-                x[k] += alpha * ph[k] + omega * sh[k]
-                rk = s[k] - omega * t[k]
-                r[k] = rk
+                xf[k] += omega * qf[k]
+                rk = rf[k] - omega * tf[k]
+                rf[k] = rk
                 rr += rk * rk
-                rho_new += rh[k] * rk
+                rho_new += rhf[k] * rk
             if math.sqrt(rr) <= thresh:
                 return its, True
             if omega == 0.0 or rho_new == 0.0:
                 broke = True
                 break
-        if not broke or restarts >= 5:
+        if not broke or restarts >= KRYLOV_RESTARTS:
             return its, False
-        # breakdown: restart from the current iterate with the true residual
         restarts += 1
-        _matvec(C, d, ny, nx, px, py, x, tmp, empty)
-        rr = 0.0
-        for k in range(n):
-            rk = b[k] - tmp[k]
-            r[k] = rk
-            rr += rk * rk
+        rr = _residual(C, d, px, py, b, x, r)
 
 
 # ---------------------------------------------------------------------------------------------
 # the sweeps
 
 @njit(cache=True)
-def _hjb_sweep(source, terminal, east, west, north, south, free, slots, ny, nx, px, py, c,
-               newton_tol, newton_maxiter, roundoff, rtol, kmax):
-    nt1, n = source.shape
-    U = np.empty((nt1, n))
+def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
+               newton_tol, newton_maxiter, roundoff, rtol, kmax, FX, FY):
+    nt1, ny, nx = source.shape
+    n = ny * nx
+    U = np.empty((nt1, ny, nx))
     its = np.zeros(nt1 - 1, dtype=np.int64)
-    res = np.empty(n)
-    C = np.empty((4, n))
-    d = np.empty(n)
-    dX = np.empty(n)
-    dY = np.empty(n)
-    F = np.empty((8, n))
-    Fs = np.zeros((4, max(nx, ny)))
-    W = np.empty((9, n))
+    res = np.empty((ny, nx))
+    C = np.empty((4, ny, nx))
+    d = np.empty((ny, nx))
+    ZX = np.zeros((ny, nx))
+    ZY = np.zeros((ny, nx))
+    FXs = np.zeros((2, ny))
+    FYs = np.zeros((2, nx))
+    W = np.empty((6, ny, nx))
+    t = np.empty((nx, ny))
+    prev = np.empty(ny)
     f = np.empty(nx)
-    b = np.empty(n)
-    delta = np.empty(n)
-    u = np.empty(n)
+    b = np.empty((ny, nx))
+    delta = np.empty((ny, nx))
+    u = np.empty((ny, nx))
+    uf = u.reshape(n)
+    bf = b.reshape(n)
+    resf = res.reshape(n)
+    df = delta.reshape(n)
     krylov = 0
     failed = 0
     U[nt1 - 1] = terminal
     for k in range(nt1 - 2, -1, -1):
         unext = U[k + 1]
         src = source[k + 1]
-        u[:] = unext
+        u[:, :] = unext
         count = 0
         done = False
         for it in range(1, newton_maxiter + 1):
-            rmax, umax = _system(u, unext, src, True, east, west, north, south, free, slots, c, res, C, d, dX, dY)
+            rmax, umax = _system(u, unext, src, True, east, west, north, south, free, free2, slots, codes, c, py,
+                                 res, C, d)
             scale = max(1.0, umax)
             if rmax <= newton_tol * scale:
                 count = it - 1
                 done = True
                 break
             for q in range(n):
-                b[q] = -res[q]
-            _factor(C, dX, dY, ny, nx, px, py, F, Fs)
-            kit, ok = _bicgstab(C, d, F, Fs, ny, nx, px, py, False, b, delta, True, rtol, 0.0, kmax, W, f)
+                bf[q] = -resf[q]
+            _factor_x(C[0], C[1], C[0], C[1], px, FX, ZX, FXs, prev)
+            _factor_y(C[2], C[3], C[2], C[3], py, FY, ZY, FYs, f)
+            kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, rtol, 0.0, kmax,
+                                W, t, prev, f)
             krylov += kit
             if not ok:
                 failed += 1
             dmax = 0.0
             for q in range(n):
-                u[q] += delta[q]
-                if abs(delta[q]) > dmax:
-                    dmax = abs(delta[q])
+                uf[q] += df[q]
+                if abs(df[q]) > dmax:
+                    dmax = abs(df[q])
             if dmax <= roundoff * scale:
                 count = it
                 done = True
                 break
         if not done:
-            rmax, umax = _system(u, unext, src, True, east, west, north, south, free, slots, c, res, C, d, dX, dY)
+            rmax, umax = _system(u, unext, src, True, east, west, north, south, free, free2, slots, codes, c, py,
+                                 res, C, d)
             count = newton_maxiter if rmax <= newton_tol * max(1.0, umax) else -newton_maxiter
         U[k] = u
         its[k] = count
@@ -544,60 +670,82 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, slots, ny, nx, 
 
 
 @njit(cache=True)
-def _fp_sweep(U, mu0, east, west, north, south, free, slots, ny, nx, px, py, c, rtol, atol, kmax, clip):
-    nt1, n = U.shape
-    mu = np.empty((nt1, n))
+def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, py, c, rtol, atol, kmax, clip,
+              FX, FY):
+    nt1, ny, nx = U.shape
+    n = ny * nx
+    mu = np.empty((nt1, ny, nx))
     mu[0] = mu0
-    empty = np.empty(0)
-    C = np.empty((4, n))
-    T = np.empty((4, n))
-    d = np.empty(n)
-    dX = np.empty(n)
-    dY = np.empty(n)
-    F = np.empty((8, n))
-    Fs = np.zeros((4, max(nx, ny)))
-    W = np.empty((9, n))
+    empty = np.empty((0, 0))
+    C = np.empty((4, ny, nx))
+    T = np.empty((4, ny, nx))
+    d = np.empty((ny, nx))
+    ZX = np.zeros((ny, nx))
+    ZY = np.zeros((ny, nx))
+    FXs = np.zeros((2, ny))
+    FYs = np.zeros((2, nx))
+    W = np.empty((6, ny, nx))
+    t = np.empty((nx, ny))
+    prev = np.empty(ny)
     f = np.empty(nx)
     krylov = 0
     failed = 0
     for k in range(nt1 - 1):
-        _system(U[k], empty, empty, False, east, west, north, south, free, slots, c, empty, C, d, dX, dY)
-        _transpose(C, ny, nx, px, py, T)
-        # P^T = (I + dt A_x)^T (I + dt A_y)^T: the line factors of the transposed tridiagonals
-        F[0, :] = T[1]
-        F[4, :] = T[3]
-        _factor_x(T[0], dX, T[1], ny, nx, px, F[1], F[2], F[3], Fs[0], Fs[1])
-        _factor_y(T[2], dY, T[3], ny, nx, py, F[5], F[6], F[7], Fs[2], Fs[3])
+        _system(U[k], empty, empty, False, east, west, north, south, free, free2, slots, codes, c, py, empty, C, d)
+        _transpose(C, px, py, T)
+        # the lines of J^T are the transposed lines of J: lower T[0], upper T[1], J's diagonal part
+        _factor_x(T[0], T[1], C[0], C[1], px, FX, ZX, FXs, prev)
+        _factor_y(T[2], T[3], C[2], C[3], py, FY, ZY, FYs, f)
         b = mu[k]
         x = mu[k + 1]
-        x[:] = b
-        kit, ok = _bicgstab(T, d, F, Fs, ny, nx, px, py, True, b, x, False, rtol, atol, kmax, W, f)
+        x[:, :] = b
+        kit, ok = _bicgstab(T, d, FX, ZX, FXs, FY, ZY, FYs, px, py, True, b, x, False, rtol, atol, kmax, W, t,
+                            prev, f)
         krylov += kit
         if not ok:
             failed += 1
-        # the mass: clip round-off negatives, then rescale to the previous step's mass
+        # the mass: round-off negatives to 0, then the defect added in proportion to mu^{k+1}
+        xf = x.reshape(n)
+        bf = b.reshape(n)
         top = 0.0
         for q in range(n):
-            top = max(top, x[q])
-        for q in range(n):
-            if x[q] < 0.0 and -x[q] <= clip * top:
-                x[q] = 0.0
+            top = max(top, xf[q])
         target = 0.0
         now = 0.0
         for q in range(n):
-            target += b[q]
-            now += x[q]
+            if xf[q] < 0.0 and -xf[q] <= clip * top:
+                xf[q] = 0.0
+            target += bf[q]
+            now += xf[q]
         if now != 0.0:
             g = target / now
             for q in range(n):
-                x[q] *= g
+                xf[q] *= g
     return mu, krylov, failed
+
+
+def _grid_constants(scheme, c: checks.FDM2DConstants):
+    """The arrays and numbers the compiled sweeps take after their fields (built once per factory)."""
+    st = c.stencil
+    ay, ax = scheme.grid.axes
+    free = np.ascontiguousarray(st.free, dtype=np.float64)
+    return (np.ascontiguousarray(st.east), np.ascontiguousarray(st.west), np.ascontiguousarray(st.north),
+            np.ascontiguousarray(st.south), free, free.reshape(st.ny, st.nx), neighbour_slots(st), cut_codes(st),
+            bool(ax.periodic), bool(ay.periodic),
+            (float(c.dt), float(c.nu), float(c.lam), float(c.hx), float(c.hy)))
+
+
+def _factors(c):
+    """Storage for the x- and y-line factors, ``(3, nx, ny)`` and ``(3, ny, nx)``."""
+    ny, nx = c.shape[1:]
+    return np.zeros((3, nx, ny), dtype=FACTOR_DTYPE), np.zeros((3, ny, nx), dtype=FACTOR_DTYPE)
 
 
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     """The backward 2D HJB sweep, compiled: ``sweep(source, terminal) -> (U, newton_its)``; contract
-    of :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep`. ``sweep.diagnostics``: ``newton_steps``,
-    ``krylov_iterations`` (BiCGStab iterations of the sweep), ``krylov_failures``."""
+    of :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep`. After a call ``sweep.diagnostics`` holds
+    ``newton_steps``, ``krylov_iterations`` (BiCGStab iterations of the sweep) and ``krylov_failures``
+    (solves that stopped at ``KRYLOV_MAXITER``)."""
     c = checks.fdm2d_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = _grid_constants(scheme, c)
     tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), HJB_RTOL, KRYLOV_MAXITER)
@@ -605,11 +753,10 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
         terminal = checks.field("terminal", terminal, c.shape[1:])
-        nt1 = c.shape[0]
-        U, its, krylov, failed = _hjb_sweep(source.reshape(nt1, -1), terminal.ravel(), *consts, *tol)
+        U, its, krylov, failed = _hjb_sweep(source, terminal, *consts, *tol, *_factors(c))
         sweep.diagnostics = {"newton_steps": int(np.abs(its).sum()), "krylov_iterations": int(krylov),
                              "krylov_failures": int(failed)}
-        return U.reshape(c.shape), its
+        return U, its
 
     sweep.diagnostics = {}
     return sweep
@@ -617,8 +764,8 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
 
 def make_fp_sweep(scheme):
     """The forward 2D FP sweep, compiled: ``sweep(U, mu0) -> mu`` (mass variables); contract of
-    :func:`mfg_core.backends.numpy.fdm2d.make_fp_sweep`. ``sweep.diagnostics``: ``krylov_iterations``,
-    ``krylov_failures``."""
+    :func:`mfg_core.backends.numpy.fdm2d.make_fp_sweep`. After a call ``sweep.diagnostics`` holds
+    ``krylov_iterations`` and ``krylov_failures``."""
     c = checks.fdm2d_constants(scheme, "numba", "FP sweep")
     consts = _grid_constants(scheme, c)
     tol = (FP_RTOL, FP_ATOL, KRYLOV_MAXITER, CLIP)
@@ -626,20 +773,9 @@ def make_fp_sweep(scheme):
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
         mu0 = checks.field("mu0", mu0, c.shape[1:])
-        nt1 = c.shape[0]
-        mu, krylov, failed = _fp_sweep(U.reshape(nt1, -1), mu0.ravel(), *consts, *tol)
+        mu, krylov, failed = _fp_sweep(U, mu0, *consts, *tol, *_factors(c))
         sweep.diagnostics = {"krylov_iterations": int(krylov), "krylov_failures": int(failed)}
-        return mu.reshape(c.shape)
+        return mu
 
     sweep.diagnostics = {}
     return sweep
-
-
-def _grid_constants(scheme, c: checks.FDM2DConstants):
-    """The arrays and numbers the compiled sweeps take after their fields (built once per factory)."""
-    st = c.stencil
-    ay, ax = scheme.grid.axes
-    return (np.ascontiguousarray(st.east), np.ascontiguousarray(st.west), np.ascontiguousarray(st.north),
-            np.ascontiguousarray(st.south), np.ascontiguousarray(st.free, dtype=np.float64), neighbour_slots(st),
-            int(st.ny), int(st.nx), bool(ax.periodic), bool(ay.periodic),
-            (float(c.dt), float(c.nu), float(c.lam), float(c.hx), float(c.hy)))
