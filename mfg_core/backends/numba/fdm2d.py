@@ -26,7 +26,7 @@ A breakdown restarts from the current iterate; a solve that does not converge in
 iterations is left as is (HJB: Newton goes on and reports a failed step if its tolerance is missed).
 
 Mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the solve the
-values ``<= 1e-15 max(mu)`` in magnitude that are negative (round-off) are set to 0 and ``mu^{n+1}`` is
+negative values of magnitude ``<= 1e-15 max|mu|`` (round-off) are set to 0 and ``mu^{n+1}`` is
 rescaled by ``sum(mu^n) / sum(mu^{n+1})`` -- the defect added to the free nodes in proportion to
 ``mu^{n+1}`` (blocked nodes are exactly 0 and stay so). So the mass is exact to round-off at every step.
 
@@ -50,6 +50,9 @@ _ROUNDOFF = 16 * np.finfo(np.float64).eps
 HJB_RTOL = 1e-13
 FP_RTOL = 1e-15
 FP_ATOL = 1e-300
+#: HJB: an absolute floor of the BiCGStab tolerance, this fraction of Newton's own tolerance
+#: ``newton_tol max(1, max|u|)`` (0: none, the common rule; see benchmarks/README.md)
+HJB_ATOL_FRACTION = 0.0
 #: the most BiCGStab iterations of one solve (restarts included)
 KRYLOV_MAXITER = 400
 #: restarts of one solve after a breakdown
@@ -194,16 +197,40 @@ def _row(ur, un, us, nr, sr, cr, fr_, with_res, rr, c0r, c1r, c2r, c3r, dr, k, f
         dr[i] = 1.0 - ((vW + vE) + (c2 + c3))
 
 
-@njit(cache=True, fastmath={"reassoc", "nnan", "ninf", "nsz"})
+@njit(cache=True)
 def _absmax(a):
-    m = 0.0
-    for k in range(a.shape[0]):
-        m = max(m, abs(a[k]))
-    return m
+    """``max|a|`` of a 1-D array (eight running maxima: the reduction does not wait on itself)."""
+    n = a.shape[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = 0.0
+    k = 0
+    while k + 8 <= n:
+        v = abs(a[k])
+        m0 = v if v > m0 else m0
+        v = abs(a[k + 1])
+        m1 = v if v > m1 else m1
+        v = abs(a[k + 2])
+        m2 = v if v > m2 else m2
+        v = abs(a[k + 3])
+        m3 = v if v > m3 else m3
+        v = abs(a[k + 4])
+        m4 = v if v > m4 else m4
+        v = abs(a[k + 5])
+        m5 = v if v > m5 else m5
+        v = abs(a[k + 6])
+        m6 = v if v > m6 else m6
+        v = abs(a[k + 7])
+        m7 = v if v > m7 else m7
+        k += 8
+    while k < n:
+        v = abs(a[k])
+        m0 = v if v > m0 else m0
+        k += 1
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
 @njit(cache=True, fastmath=_FM)
 def _finite(a):
+    """Whether every entry of ``a`` is finite (a NaN or inf makes ``a * 0`` a NaN)."""
     s = 0.0
     for k in range(a.shape[0]):
         s += a[k] * 0.0
@@ -602,7 +629,7 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
 
 @njit(cache=True)
 def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
-               newton_tol, newton_maxiter, roundoff, rtol, kmax, FX, FY):
+               newton_tol, newton_maxiter, roundoff, rtol, atol_fraction, kmax, FX, FY):
     nt1, ny, nx = source.shape
     n = ny * nx
     U = np.empty((nt1, ny, nx))
@@ -642,21 +669,22 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
                 count = it - 1
                 done = True
                 break
+            if rmax == math.inf:  # a non-finite residual (e.g. source): a failed step, as in the reference
+                break
             for q in range(n):
                 bf[q] = -resf[q]
             _factor_x(C[0], C[1], C[0], C[1], px, FX, ZX, FXs, prev)
             _factor_y(C[2], C[3], C[2], C[3], py, FY, ZY, FYs, f)
-            kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, rtol, 0.0, kmax,
-                                W, t, prev, f)
+            kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, rtol,
+                                atol_fraction * newton_tol * scale, kmax, W, t, prev, f)
             krylov += kit
             if not ok:
                 failed += 1
-            dmax = 0.0
+            if not _finite(df):  # a non-finite update: a failed step
+                break
             for q in range(n):
                 uf[q] += df[q]
-                if abs(df[q]) > dmax:
-                    dmax = abs(df[q])
-            if dmax <= roundoff * scale:
+            if _absmax(df) <= roundoff * scale:
                 count = it
                 done = True
                 break
@@ -707,9 +735,7 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
         # the mass: round-off negatives to 0, then the defect added in proportion to mu^{k+1}
         xf = x.reshape(n)
         bf = b.reshape(n)
-        top = 0.0
-        for q in range(n):
-            top = max(top, xf[q])
+        top = _absmax(xf)
         target = 0.0
         now = 0.0
         for q in range(n):
@@ -748,7 +774,8 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     (solves that stopped at ``KRYLOV_MAXITER``)."""
     c = checks.fdm2d_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = _grid_constants(scheme, c)
-    tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), HJB_RTOL, KRYLOV_MAXITER)
+    tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), HJB_RTOL, float(HJB_ATOL_FRACTION),
+           KRYLOV_MAXITER)
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
