@@ -209,10 +209,19 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, periodic):
     return mu
 
 
+def _dim(scheme) -> int:
+    """The grid dimension of ``scheme`` (1 for anything else: the 1D checks then refuse it)."""
+    return getattr(getattr(scheme, "grid", None), "dim", 1)
+
 
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     """The backward HJB sweep on ``scheme``, compiled: ``sweep(source, terminal) -> (U, newton_its)``;
-    contract of :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`."""
+    contract of :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`. A 2D scheme gets the kernel of
+    :mod:`.fdm2d`."""
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter)
     c = checks.fdm_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = (float(c.dt), float(c.dx), float(c.nu), float(c.lam), bool(c.periodic), float(c.newton_tol),
               int(c.newton_maxiter), float(_ROUNDOFF))
@@ -227,7 +236,11 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
 
 def make_fp_sweep(scheme):
     """The forward FP sweep on ``scheme``, compiled: ``sweep(U, mu0) -> mu``; contract of
-    :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`."""
+    :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`. A 2D scheme gets the kernel of :mod:`.fdm2d`."""
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_fp_sweep(scheme)
     c = checks.fdm_constants(scheme, "numba", "FP sweep")
     consts = (float(c.dt), float(c.dx), float(c.nu), float(c.lam), bool(c.periodic))
 

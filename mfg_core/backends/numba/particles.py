@@ -148,7 +148,11 @@ def _bandwidth(X, bandwidth, scale_by_std, periodic, Lp):
 
 def make_kde(grid):
     """Binned FFT KDE on ``grid``, compiled binning; contract of
-    :func:`mfg_core.backends.numpy.particles.make_kde`."""
+    :func:`mfg_core.backends.numpy.particles.make_kde`. A 2D grid gets the kernel of :mod:`.particles2d`."""
+    if getattr(grid, "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_kde(grid)
     c = checks.kde_constants(grid, "numba")
     xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
     Lp = period(K, dx, periodic)
@@ -163,7 +167,12 @@ def make_kde(grid):
 
 def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
     """Euler-Maruyama particle sweep on ``scheme`` in compiled loops: ``sweep(X0, noise, grad_u) ->
-    (X, M, crossed, h)``; contract of :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
+    (X, M, crossed, h)``; contract of :func:`mfg_core.backends.numpy.particles.make_particle_sweep`.
+    A 2D scheme gets the kernel of :mod:`.particles2d`."""
+    if getattr(getattr(scheme, "grid", None), "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_particle_sweep(scheme, bandwidth=bandwidth, scale_by_std=scale_by_std)
     c = checks.particle_constants(scheme, "numba", bandwidth=bandwidth, scale_by_std=scale_by_std)
     xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
     Lp = period(K, dx, periodic)
