@@ -19,12 +19,14 @@ diagonal, ``A_y`` the N/S ones. ``P^{-1} v`` is two batches of 1D tridiagonal so
 for every x-line, then along ``x`` for every y-line (``P^{-T}`` the transposed lines, in the other
 order). A line is the 1D Jacobian of :mod:`.fdm` (Neumann fold, cyclic by the Sherman-Morrison
 split on a periodic axis, a blocked node an identity row, a cut link no entry); it is factorised
-once per Newton step (Thomas multipliers, and for a cyclic line the Sherman-Morrison vector) and
-each application is a forward and a backward ``lax.scan`` over the line, vectorised over the lines.
-HJB: ``J delta = -R`` from ``delta = 0`` to ``||r|| <= 1e-13 ||R||``. FP: from ``mu^n`` to
-``||r|| <= 1e-15 ||mu^n||``. Both at most ``MAXITER`` iterations; a breakdown (``rho`` or
-``omega`` = 0, non-finite) restarts from the current iterate with a fresh shadow residual; a solve
-that does not converge leaves Newton to report the step (a negative count), never another solver.
+once per Newton step (Thomas multipliers by a ``lax.scan``, and for a cyclic line the
+Sherman-Morrison vector); each application is a forward and a backward in-place ``fori_loop`` over
+the line, vectorised over the lines (x-lines on the transposed field). HJB: ``J delta = -R`` from
+``delta = 0`` to ``||r|| <= 1e-13 ||R||``; FP: from ``mu^n`` to ``||r|| <= 1e-15 ||mu^n||``. A
+cycle has at most ``MAXITER`` iterations; a breakdown (``rho`` or ``omega`` = 0, non-finite) or an
+unconverged cycle restarts from the current iterate with a fresh shadow residual, ``CYCLES`` cycles
+in all. A solve still short of its tolerance is counted (``krylov_unconverged``) and Newton goes on
+with it (its own residual test decides, a negative count if never met); nothing falls back.
 
 FP mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after each
 solve the round-off negatives (``>= -1e-13 max mu``) are set to 0 and ``mu^{n+1}`` is scaled by
@@ -32,9 +34,10 @@ solve the round-off negatives (``>= -1e-13 max mu``) are set to 0 and ``mu^{n+1}
 ``mu^0`` to one rounding, and a blocked node (an identity row and column of ``J``, ``mu^0 = 0``
 there) stays exactly 0.
 
-Diagnostics (``sweep.diagnostics`` after each call): HJB ``newton_steps``, ``krylov_iterations``
-(totals over the sweep); FP ``krylov_iterations``. Only the boundary flags and "has an obstacle" are
-static in jit; ``dt``, spacings, ``nu``, ``lam``, tolerances and masks are traced.
+Diagnostics (``sweep.diagnostics`` after each call, totals over the sweep): HJB ``newton_steps``,
+``krylov_iterations``, ``krylov_unconverged``; FP ``krylov_iterations``, ``krylov_unconverged``.
+Only the boundary flags and "has an obstacle" are static in jit; ``dt``, spacings, ``nu``, ``lam``,
+tolerances and masks are traced.
 """
 
 from __future__ import annotations
@@ -52,14 +55,14 @@ from . import native, resolve_device
 jax.config.update("jax_enable_x64", True)
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: BiCGStab: relative residual of the Newton systems and of the FP steps, iteration cap per solve
+#: BiCGStab: relative residual of the Newton systems and of the FP steps, iteration cap per cycle
 HJB_RTOL = 1e-13
 FP_RTOL = 1e-15
 MAXITER = 60
+#: cycles of at most MAXITER iterations (a restart from the current iterate between them)
+CYCLES = 4
 #: FP negatives down to this fraction of max(mu) are round-off and set to 0
 CLIP = 1e-13
-#: rows per pass of the line-solve scans
-UNROLL = 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +185,7 @@ def _thomas_factor(lower, diag, upper):
         cp = c * m
         return cp, (m, cp)
 
-    _, (m, cp) = lax.scan(forward, jnp.zeros(diag.shape[1:], diag.dtype), (lower, diag, upper), unroll=UNROLL)
+    _, (m, cp) = lax.scan(forward, jnp.zeros(diag.shape[1:], diag.dtype), (lower, diag, upper))
     return lower, m, cp
 
 
@@ -262,27 +265,28 @@ def _dot(a, b):
     return jnp.sum(a * b)
 
 
-def bicgstab(matvec, precond, b, x0, rtol, maxiter):
+def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1):
     """Solve ``A x = b`` by BiCGStab with right preconditioner ``M^{-1} = precond`` from ``x0`` to
-    ``||r|| <= rtol ||b||`` (``r`` the recursive residual) in at most ``maxiter`` iterations in all;
-    returns ``(x, iterations, converged)``.
+    ``||r|| <= rtol ||b||`` (``r`` the recursive residual); returns ``(x, iterations, converged)``.
 
     The inner loop is plain BiCGStab with scalar guards only (no vector selects, no branch): a
     converged half step sets ``omega = 0`` (``x + alpha phat``, ``r = s``); a breakdown (``rho = 0``,
-    ``alpha`` not finite, ``omega = 0``) zeroes the failing coefficient, ends the inner loop, and
-    the outer loop restarts from the current iterate with its true residual as shadow residual.
+    ``alpha`` not finite, ``omega = 0``) zeroes the failing coefficient and ends the cycle. A cycle
+    has at most ``maxiter`` iterations; the outer loop restarts a cycle that broke down or did not
+    converge from its current iterate (true residual, fresh shadow residual), ``cycles`` cycles in all.
     """
     bound2 = (rtol * rtol) * _dot(b, b)
     one = jnp.ones((), b.dtype)
     zero = jnp.zeros_like(b)
+    total = maxiter * cycles
 
     def inner_cond(st):
-        k, done, broke = st[0], st[-2], st[-1]
-        return ~done & ~broke & (k < maxiter)
+        k, stop, done, broke = st[0], st[-3], st[-2], st[-1]
+        return ~done & ~broke & (k < stop)
 
     def inner_body(st):
         # rho_new = <rhat, r> comes from the previous pass (computed with ||r||^2)
-        k, x, r, rhat, p, v, rho, alpha, omega, rho_new, _, _ = st
+        k, x, r, rhat, p, v, rho, alpha, omega, rho_new, stop, _, _ = st
         beta = (rho_new / rho) * (alpha / omega)
         p = r + beta * (p - omega * v)
         phat = precond(p)
@@ -301,17 +305,18 @@ def bicgstab(matvec, precond, b, x0, rtol, maxiter):
         rr, rho_next = _dot(r, r), _dot(rhat, r)
         done = s_ok | (rr <= bound2)
         broke = ~done & (~ok | (omega == 0.0) | ~jnp.isfinite(rr))
-        return k + 1, x, r, rhat, p, v, rho_new, alpha, omega, rho_next, done, broke
+        return k + 1, x, r, rhat, p, v, rho_new, alpha, omega, rho_next, stop, done, broke
 
     def outer_cond(st):
         k, _, done = st
-        return ~done & (k < maxiter)
+        return ~done & (k < total)
 
     def outer_body(st):
         k, x, _ = st
         r = b - matvec(x)
         rr = _dot(r, r)
-        init = (k, x, r, r, zero, zero, one, one, one, rr, rr <= bound2, jnp.asarray(False))
+        stop = jnp.minimum(k + maxiter, total)
+        init = (k, x, r, r, zero, zero, one, one, one, rr, stop, rr <= bound2, jnp.asarray(False))
         out = lax.while_loop(inner_cond, inner_body, init)
         return out[0], out[1], out[-2]
 
@@ -330,8 +335,8 @@ def _masks(free, cuts, obstacle: bool):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, rtol, maxiter, *,
-               periodic, obstacle):
+def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, rtol, maxiter, cycles,
+               *, periodic, obstacle):
     free, cuts = _masks(free, cuts, obstacle)
 
     def linearise(u, unext, src):
@@ -345,49 +350,50 @@ def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, ne
         # as the 1D sweep: the state carries the linearisation at the current iterate; status 1 =
         # residual test passed, 2 = update at round-off
         def cond(state):
-            it, _, _, _, _, status, _ = state
+            it, status = state[0], state[5]
             return jnp.logical_and(status == 0, it < newton_maxiter)
 
         def body(state):
-            it, u, res, a, scale, _, kry = state
+            it, u, res, a, scale, _, kry, missed = state
             w = _offdiagonal(a, free, cuts, dt, hx, hy, nu)
-            delta, k, _ = bicgstab(_matvec(w, _diagonal(w), periodic, False), _preconditioner(w, periodic, False),
-                                   -res, jnp.zeros_like(res), rtol, maxiter)
+            delta, k, solved = bicgstab(_matvec(w, _diagonal(w), periodic, False),
+                                        _preconditioner(w, periodic, False), -res, jnp.zeros_like(res), rtol, maxiter,
+                                        cycles)
             u = u + delta
             tiny = jnp.max(jnp.abs(delta)) <= _ROUNDOFF * scale
             res, a, scale, conv = linearise(u, unext, src)
             status = jnp.where(tiny, 2, jnp.where(conv, 1, 0))
-            return it + 1, u, res, a, scale, status, kry + k
+            return it + 1, u, res, a, scale, status, kry + k, missed + (~solved).astype(jnp.int64)
 
         res, a, scale, conv = linearise(unext, unext, src)
         zero = jnp.asarray(0, jnp.int64)
-        init = (zero, unext, res, a, scale, jnp.where(conv, 1, 0), zero)
-        it, u, _, _, _, status, kry = lax.while_loop(cond, body, init)
+        init = (zero, unext, res, a, scale, jnp.where(conv, 1, 0), zero, zero)
+        it, u, _, _, _, status, kry, missed = lax.while_loop(cond, body, init)
         count = jnp.where(status == 0, -newton_maxiter, it)
-        return u, (u, count, kry)
+        return u, (u, count, kry, missed)
 
-    _, (U_rev, its_rev, kry_rev) = lax.scan(step, terminal, source[1:][::-1])
+    _, (U_rev, its_rev, kry_rev, missed) = lax.scan(step, terminal, source[1:][::-1])
     U = jnp.concatenate([U_rev[::-1], terminal[None]], axis=0)
-    return U, its_rev[::-1], jnp.sum(kry_rev)
+    return U, its_rev[::-1], jnp.sum(kry_rev), jnp.sum(missed)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, clip, *, periodic, obstacle):
+def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, cycles, clip, *, periodic, obstacle):
     free, cuts = _masks(free, cuts, obstacle)
     mass0 = jnp.sum(mu0)
 
     def step(mu, u):
         a, _, _ = _upwind(u, cuts, hx, hy, lam, periodic)
         w = _offdiagonal(a, free, cuts, dt, hx, hy, nu)
-        nxt, k, _ = bicgstab(_matvec(w, _diagonal(w), periodic, True), _preconditioner(w, periodic, True),
-                             mu, mu, rtol, maxiter)
+        nxt, k, conv = bicgstab(_matvec(w, _diagonal(w), periodic, True), _preconditioner(w, periodic, True),
+                                mu, mu, rtol, maxiter, cycles)
         # mass: round-off negatives to 0, then the defect spread in proportion to mu (docstring)
         nxt = jnp.where((nxt < 0.0) & (nxt >= -clip * jnp.max(nxt)), 0.0, nxt)
         nxt = nxt * (mass0 / jnp.sum(nxt))
-        return nxt, (nxt, k)
+        return nxt, (nxt, k, ~conv)
 
-    _, (mus, kry) = lax.scan(step, mu0, U[:-1])
-    return jnp.concatenate([mu0[None], mus], axis=0), jnp.sum(kry)
+    _, (mus, kry, missed) = lax.scan(step, mu0, U[:-1])
+    return jnp.concatenate([mu0[None], mus], axis=0), jnp.sum(kry), jnp.sum(missed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,16 +430,18 @@ class _Setup:
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu"):
     """The backward 2D HJB sweep under ``jax.jit`` on ``device``: ``sweep(source, terminal) -> (U,
     newton_its)``, shapes of :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep`, outputs native
-    to the device; ``sweep.diagnostics`` = ``{"newton_steps", "krylov_iterations"}`` after a call."""
+    to the device; ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "HJB sweep", newton_tol, newton_maxiter)
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(c.newton_tol), np.int64(c.newton_maxiter), np.float64(HJB_RTOL), np.int64(MAXITER))
+    solver = s.put(np.float64(c.newton_tol), np.int64(c.newton_maxiter), np.float64(HJB_RTOL), np.int64(MAXITER),
+                   np.int64(CYCLES))
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
         terminal = checks.field("terminal", terminal, c.shape[1:])
-        U, its, kry = _hjb_sweep(*s.put(source, terminal), *s.masks, *s.grid, *solver, **s.static)
-        sweep.diagnostics = {"newton_steps": int(jnp.sum(jnp.abs(its))), "krylov_iterations": int(kry)}
+        U, its, kry, missed = _hjb_sweep(*s.put(source, terminal), *s.masks, *s.grid, *solver, **s.static)
+        sweep.diagnostics = {"newton_steps": int(jnp.sum(jnp.abs(its))), "krylov_iterations": int(kry),
+                             "krylov_unconverged": int(missed)}
         return s.out(U), s.out(its)
 
     sweep.diagnostics = {}
@@ -443,16 +451,16 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
 def make_fp_sweep(scheme, *, device="cpu"):
     """The forward 2D FP sweep (adjoint scheme, mass variables) under ``jax.jit`` on ``device``:
     ``sweep(U, mu0) -> mu``, shapes ``(Nt+1, Ny', Nx')``; ``sum(mu[n]) = sum(mu0)`` to round-off;
-    ``sweep.diagnostics = {"krylov_iterations"}`` after a call."""
+    ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "FP sweep")
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(FP_RTOL), np.int64(MAXITER), np.float64(CLIP))
+    solver = s.put(np.float64(FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(CLIP))
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
         mu0 = checks.field("mu0", mu0, c.shape[1:])
-        mu, kry = _fp_sweep(*s.put(U, mu0), *s.masks, *s.grid, *solver, **s.static)
-        sweep.diagnostics = {"krylov_iterations": int(kry)}
+        mu, kry, missed = _fp_sweep(*s.put(U, mu0), *s.masks, *s.grid, *solver, **s.static)
+        sweep.diagnostics = {"krylov_iterations": int(kry), "krylov_unconverged": int(missed)}
         return s.out(mu)
 
     sweep.diagnostics = {}
