@@ -24,6 +24,7 @@ import numpy as np
 from jax import lax
 
 from .. import checks
+from . import native, resolve_device
 
 # The package __init__ enables x64; repeat it here so that importing this module alone is float64 too.
 jax.config.update("jax_enable_x64", True)
@@ -163,36 +164,53 @@ def _fp_sweep(U, mu0, dt, dx, nu, lam, *, periodic):
     return jnp.concatenate([mu0[None, :], mus], axis=0)
 
 
+def _dim(scheme) -> int:
+    """The grid dimension of ``scheme`` (1 for anything else: the 1D checks then refuse it)."""
+    return getattr(getattr(scheme, "grid", None), "dim", 1)
 
-def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
-    """The backward HJB sweep on ``scheme`` under ``jax.jit``: ``sweep(source, terminal) -> (U,
-    newton_its)`` (numpy float64 in and out); contract of
-    :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`."""
+
+def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu"):
+    """The backward HJB sweep on ``scheme`` under ``jax.jit`` on ``device``: ``sweep(source, terminal)
+    -> (U, newton_its)`` (outputs native to the device, see the package docstring); contract of
+    :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`. A 2D scheme gets :mod:`.fdm2d`'s sweep."""
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter, device=device)
     c = checks.fdm_constants(scheme, "jax", "HJB sweep", newton_tol, newton_maxiter)
+    dev = resolve_device(device)
+    out = native(dev)
     f64 = np.float64
-    consts = (f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam), f64(c.newton_tol), np.int64(c.newton_maxiter))
+    consts = jax.device_put((f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam), f64(c.newton_tol),
+                             np.int64(c.newton_maxiter)), dev)
     periodic = bool(c.periodic)
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
         terminal = checks.field("terminal", terminal, c.shape[1:])
-        U, its = _hjb_sweep(source, terminal, *consts, periodic=periodic)
-        return np.asarray(U), np.asarray(its, dtype=np.int64)
+        U, its = _hjb_sweep(*jax.device_put((source, terminal), dev), *consts, periodic=periodic)
+        return out(U), out(its)
 
     return sweep
 
 
-def make_fp_sweep(scheme):
-    """The forward FP sweep on ``scheme`` under ``jax.jit``: ``sweep(U, mu0) -> mu``; contract of
-    :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`."""
+def make_fp_sweep(scheme, *, device="cpu"):
+    """The forward FP sweep on ``scheme`` under ``jax.jit`` on ``device``: ``sweep(U, mu0) -> mu``;
+    contract of :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`. A 2D scheme gets :mod:`.fdm2d`'s."""
+    if _dim(scheme) == 2:
+        from . import fdm2d
+
+        return fdm2d.make_fp_sweep(scheme, device=device)
     c = checks.fdm_constants(scheme, "jax", "FP sweep")
+    dev = resolve_device(device)
+    out = native(dev)
     f64 = np.float64
-    consts = (f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam))
+    consts = jax.device_put((f64(c.dt), f64(c.dx), f64(c.nu), f64(c.lam)), dev)
     periodic = bool(c.periodic)
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
         mu0 = checks.field("mu0", mu0, c.shape[1:])
-        return np.asarray(_fp_sweep(U, mu0, *consts, periodic=periodic))
+        return out(_fp_sweep(*jax.device_put((U, mu0), dev), *consts, periodic=periodic))
 
     return sweep

@@ -22,6 +22,7 @@ from jax import lax
 from .. import checks
 from ..binned_kde import density_from_counts
 from ..kde_rules import FOURIER_MODES, IMAGE_LIMIT, IMAGES, period
+from . import native, resolve_device
 
 jax.config.update("jax_enable_x64", True)  # also set by the package __init__; kernels are float64
 
@@ -123,31 +124,47 @@ def _sweep(X0, noise, grad_u, xmin, dx, c_drift, c_noise, bandwidth, *, scale_by
     return X, M, crossed, hs
 
 
-def make_kde(grid):
-    """Binned FFT KDE on ``grid`` under ``jax.jit``; contract of
-    :func:`mfg_core.backends.numpy.particles.make_kde`."""
+def make_kde(grid, *, device="cpu"):
+    """Binned FFT KDE on ``grid`` under ``jax.jit`` on ``device`` (output native to the device, see
+    the package docstring); contract of :func:`mfg_core.backends.numpy.particles.make_kde`. A 2D grid
+    gets :mod:`.particles2d`'s."""
+    if getattr(grid, "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_kde(grid, device=device)
     c = checks.kde_constants(grid, "jax")
-    xmin, dx, K, periodic = float(c.xmin), float(c.dx), int(c.K), bool(c.periodic)
+    dev = resolve_device(device)
+    out = native(dev)
+    xmin, dx = jax.device_put((np.float64(c.xmin), np.float64(c.dx)), dev)
+    K, periodic = int(c.K), bool(c.periodic)
 
     def kde(samples, bandwidth, scale_by_std):
-        out = _kde(jnp.asarray(samples, dtype=jnp.float64), xmin, dx, float(bandwidth), num_nodes=K,
-                   scale_by_std=bool(scale_by_std), periodic=periodic)
-        return np.asarray(out)
+        X, h = jax.device_put((np.asarray(samples, dtype=np.float64), np.float64(bandwidth)), dev)
+        return out(_kde(X, xmin, dx, h, num_nodes=K, scale_by_std=bool(scale_by_std), periodic=periodic))
 
     return kde
 
 
-def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool):
-    """Euler-Maruyama particle sweep on ``scheme``, one jitted ``lax.scan``: ``sweep(X0, noise,
-    grad_u) -> (X, M, crossed, h)``; contract of
-    :func:`mfg_core.backends.numpy.particles.make_particle_sweep`."""
+def make_particle_sweep(scheme, *, bandwidth: float, scale_by_std: bool, device="cpu"):
+    """Euler-Maruyama particle sweep on ``scheme``, one jitted ``lax.scan`` on ``device``: ``sweep(X0,
+    noise, grad_u) -> (X, M, crossed, h)`` (native to the device); contract of
+    :func:`mfg_core.backends.numpy.particles.make_particle_sweep`. A 2D scheme gets :mod:`.particles2d`'s."""
+    if getattr(getattr(scheme, "grid", None), "dim", 1) == 2:
+        from . import particles2d
+
+        return particles2d.make_particle_sweep(scheme, bandwidth=bandwidth, scale_by_std=scale_by_std,
+                                               device=device)
     c = checks.particle_constants(scheme, "jax", bandwidth=bandwidth, scale_by_std=scale_by_std)
-    consts = (float(c.xmin), float(c.dx), -c.dt / c.lam, c.sigma * math.sqrt(c.dt), float(c.bandwidth))
+    dev = resolve_device(device)
+    out = native(dev)
+    f64 = np.float64
+    consts = jax.device_put((f64(c.xmin), f64(c.dx), f64(-c.dt / c.lam), f64(c.sigma * math.sqrt(c.dt)),
+                             f64(c.bandwidth)), dev)
     static = dict(scale_by_std=bool(c.scale_by_std), periodic=bool(c.periodic))
 
     def sweep(X0, noise, grad_u):
         X0, noise, grad_u = checks.particle_arrays(c, X0, noise, grad_u)
-        X, M, crossed, hs = _sweep(X0, noise, grad_u, *consts, **static)
-        return np.asarray(X), np.asarray(M), np.asarray(crossed, dtype=np.int64), np.asarray(hs)
+        X, M, crossed, hs = _sweep(*jax.device_put((X0, noise, grad_u), dev), *consts, **static)
+        return out(X), out(M), out(crossed), out(hs)
 
     return sweep
