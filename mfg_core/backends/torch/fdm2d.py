@@ -44,19 +44,22 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import List
 
 import numpy as np
 import torch
 
 from .. import checks
 from ._common import F64, device_of, field, native
+from .fdm import _scripted
 
 _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
 #: relative residual of the Newton systems and of the FP systems
 HJB_RTOL = 1e-13
 FP_RTOL = 1e-15
-#: BiCGStab iterations per solve at most
+#: BiCGStab iterations per solve at most; an FP solve that has not converged restarts, FP_CYCLES times at most
 MAXITER = 60
+FP_CYCLES = 4
 #: negatives above -NEG_ROUNDOFF * max(mu) after an FP solve are round-off, set to 0
 NEG_ROUNDOFF = 1e-15
 
@@ -191,6 +194,104 @@ class _Bands:
             view.zero_()
 
 
+# --- the hot loops, as TorchScript (see fdm._scripted): lists of views made once per kernel ---------
+def _apply(v: List[torch.Tensor], invb: torch.Tensor, sm: List[torch.Tensor]) -> None:
+    """One batch of line solves: ``v`` = 6 views per PCR level ``[d, d_{p-s}, d_{p+s}, out, n1, n2]``;
+    ``sm`` = the Sherman-Morrison correction's views (empty unless periodic)."""
+    L = len(v) // 6
+    for level in range(L - 1):
+        o = v[6 * level + 3]
+        torch.addcmul(v[6 * level], v[6 * level + 4], v[6 * level + 1], out=o)
+        o.addcmul_(v[6 * level + 5], v[6 * level + 2])
+    k = 6 * (L - 1)
+    o = v[k + 3]
+    torch.mul(v[k], invb, out=o)
+    o.addcmul_(v[k + 4], v[k + 1])
+    o.addcmul_(v[k + 5], v[k + 2])
+    if len(sm) > 0:  # x = y - (v^T y / (1 + v^T z)) z
+        first, last, o2, f_b, r, coef, f, z2 = sm
+        torch.addcmul(first, r, last, out=f)
+        f.mul_(coef)
+        o2.addcmul_(z2, f_b, value=-1.0)
+
+
+def _matvec(m: List[torch.Tensor]) -> None:
+    """``out = D v - sum_d band_d v_d`` (+ wrap terms): ``m = [D, v, out, (band, shifted v) x 4,
+    (out part, corner, v part) per wrap]``."""
+    out = m[2]
+    torch.mul(m[0], m[1], out=out)
+    for k in range(4):
+        out.addcmul_(m[3 + 2 * k], m[4 + 2 * k], value=-1.0)
+    for k in range(11, len(m), 3):
+        m[k].addcmul_(m[k + 1], m[k + 2], value=-1.0)
+
+
+def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int, vec: List[torch.Tensor],
+              pre: List[List[torch.Tensor]], invb: List[torch.Tensor], sm: List[List[torch.Tensor]],
+              mv: List[List[torch.Tensor]]) -> List[int]:
+    """Right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0; returns
+    ``[iterations, converged]``. One host sync per iteration (``[rho, r.r, omega, alpha]``)."""
+    (r, rhat, p, s, v, t, phat, shat, RR, ST, state, rv, tst, rho_t, rr_t, omega, alpha, ts, tt,
+     head) = vec
+    if x0:
+        _matvec(mv[2])
+        torch.sub(b, v, out=r)
+    else:
+        x.zero_()
+        r.copy_(b)
+    rhat.copy_(r)
+    torch.mv(RR, r, out=head)
+    torch.dot(b, b, out=omega)
+    m: List[float] = state.tolist()
+    rho, rr = m[0], m[1]
+    target = rtol * rtol * m[2]
+    if rr <= target:
+        return [0, 1]
+    if rr != rr or rr == float("inf"):
+        return [0, 0]
+    p.copy_(r)
+    for it in range(1, maxiter + 1):
+        _apply(pre[0], invb[0], sm[0])
+        _apply(pre[1], invb[1], sm[1])
+        _matvec(mv[0])
+        torch.dot(rhat, v, out=rv)
+        torch.div(rho_t, rv, out=alpha)
+        alpha.nan_to_num_(0.0, 0.0, 0.0)  # r_hat . v = 0: a minimal-residual step, then a restart
+        torch.addcmul(r, v, alpha, value=-1.0, out=s)
+        _apply(pre[2], invb[0], sm[2])
+        _apply(pre[3], invb[1], sm[3])
+        _matvec(mv[1])
+        torch.mv(ST, t, out=tst)  # [s.t, t.t]
+        torch.div(ts, tt, out=omega)
+        omega.nan_to_num_(0.0, 0.0, 0.0)
+        x.addcmul_(phat, alpha)
+        x.addcmul_(shat, omega)
+        torch.addcmul(s, t, omega, value=-1.0, out=r)
+        torch.mv(RR, r, out=head)  # [rho_new, r.r]
+        m = state.tolist()
+        rr = m[1]
+        if rr <= target:
+            return [it, 1]
+        if rr != rr or rr == float("inf"):
+            return [it, 0]
+        if m[0] == 0.0 or m[2] == 0.0 or m[3] == 0.0:  # breakdown: restart the shadow residual
+            rhat.copy_(r)
+            p.copy_(r)
+            rho_t.copy_(rr_t)
+            rho = rr
+        else:
+            beta = (m[0] / rho) * (m[3] / m[2])
+            rho = m[0]
+            p.addcmul_(v, omega, value=-1.0)
+            torch.add(r, p, alpha=beta, out=p)
+    return [maxiter, 0]
+
+
+_APPLY = _scripted(_apply)
+_MATVEC = _scripted(_matvec)
+_BICGSTAB = _scripted(_bicgstab)
+
+
 class _Lines:
     r"""Batched PCR on every line of one direction (``unit`` = 1 along ``x``, ``nx`` along ``y``).
 
@@ -284,7 +385,8 @@ class _Lines:
 
     # --- per preconditioner application -----------------------------------------------------------
     def bind(self, src_buf: torch.Tensor, out: torch.Tensor, correct: bool = True):
-        """Views of one application ``out = (line systems)^{-1} src`` (``src_buf`` padded, ``out`` (n,))."""
+        """Views of one application ``out = (line systems)^{-1} src`` (``src_buf`` padded, ``out``
+        (n,)): ``(levels, sm)`` for :func:`_apply`."""
         lay, L = self.lay, self.L
         pad, n = lay.pad, lay.n
         views = []
@@ -292,30 +394,18 @@ class _Lines:
             s = self.unit << level
             buf = src_buf if level == 0 else self.work[(level - 1) % 2]
             o = out if level == L - 1 else lay.mid(self.work[level % 2])
-            views.append((buf[pad:pad + n], buf[pad - s:pad - s + n], buf[pad + s:pad + s + n], o,
-                          self.K[level, 0], self.K[level, 1]))
-        corr = None
+            views += [buf[pad:pad + n], buf[pad - s:pad - s + n], buf[pad + s:pad + s + n], o,
+                      self.K[level, 0], self.K[level, 1]]
+        sm = []
         if self.periodic and correct:
             o2 = out.view(lay.ny, lay.nx)
             of, ol = (o2[:, 0], o2[:, lay.nx - 1]) if self.axis == "x" else (o2[0, :], o2[lay.ny - 1, :])
             fb = self.f[:, None] if self.axis == "x" else self.f[None, :]
-            corr = (of, ol, o2, fb)
-        return views, corr
+            sm = [of, ol, o2, fb, self.r, self.coef, self.f, self.z_b]
+        return views, sm
 
     def apply(self, bound) -> None:
-        views, corr = bound
-        for d, dm, dp, o, n1, n2 in views[:-1]:
-            torch.addcmul(d, n1, dm, out=o)
-            o.addcmul_(n2, dp)
-        d, dm, dp, o, n1, n2 = views[-1]
-        torch.mul(d, self.invb, out=o)
-        o.addcmul_(n1, dm)
-        o.addcmul_(n2, dp)
-        if corr is not None:  # x = y - (v^T y / (1 + v^T z)) z
-            of, ol, o2, fb = corr
-            torch.addcmul(of, self.r, ol, out=self.f)
-            self.f.mul_(self.coef)
-            o2.addcmul_(self.z_b, fb, value=-1.0)
+        _APPLY(bound[0], self.invb, bound[1])
 
 
 class _Operator:
@@ -369,7 +459,6 @@ class _Operator:
         self.state = torch.zeros(4, **f64)  # [rho, r.r, omega, alpha]
         self.rv = torch.zeros((), **f64)
         self.tst = torch.empty(2, **f64)
-        self.bb = torch.zeros((), **f64)
         self.midbuf = lay.buffer()
         mid = lay.mid(self.midbuf)
         first, second = self.order
@@ -378,31 +467,33 @@ class _Operator:
         self.mv_phat = self._bind_matvec(self.phat_buf, self.v)
         self.mv_shat = self._bind_matvec(self.shat_buf, self.t)
         self.mv_x = self._bind_matvec(self.xbuf, self.v)
+        # the lists :func:`_bicgstab` unpacks
+        st = self.state
+        self.vec = [self.r, self.rhat, self.p, self.s, self.v, self.t, self.phat, self.shat, self.RR, self.ST_mid,
+                    st, self.rv, self.tst, st[0], st[1], st[2], st[3], self.tst[0], self.tst[1], st[:2]]
+        self.pre = [self.pre_p[0][0], self.pre_p[1][0], self.pre_s[0][0], self.pre_s[1][0]]
+        self.sm = [self.pre_p[0][1], self.pre_p[1][1], self.pre_s[0][1], self.pre_s[1][1]]
+        self.invb = [first.invb, second.invb]
+        self.mv = [self.mv_phat, self.mv_shat, self.mv_x]
 
-    def _bind_matvec(self, buf: torch.Tensor, out: torch.Tensor):
+    def _bind_matvec(self, buf: torch.Tensor, out: torch.Tensor) -> list:
+        """The views of ``out = op v`` for :func:`_matvec` (``buf`` padded, holding ``v``)."""
         lay = self.lay
         v = lay.mid(buf)
-        terms = [(c, lay.mid(buf, shift)) for c, shift in self.coef]
-        wraps = []
+        m = [self.D, v, out]
+        for c, shift in self.coef:
+            m += [c, lay.mid(buf, shift)]
         o2, v2 = out.view(lay.ny, lay.nx), v.view(lay.ny, lay.nx)
         for at, frm, corner, axis in self.wraps:
-            if axis == "x":
-                wraps.append((o2[:, at], corner, v2[:, frm]))
-            else:
-                wraps.append((o2[at, :], corner, v2[frm, :]))
-        return v, out, terms, wraps
+            m += [o2[:, at], corner, v2[:, frm]] if axis == "x" else [o2[at, :], corner, v2[frm, :]]
+        return m
 
     def reduce(self) -> None:
         for lines in self.order:
             lines.reduce()
 
     def matvec(self, bound) -> None:
-        v, out, terms, wraps = bound
-        torch.mul(self.D, v, out=out)
-        for c, vs in terms:
-            out.addcmul_(c, vs, value=-1.0)
-        for o, c, vs in wraps:
-            o.addcmul_(c, vs, value=-1.0)
+        _MATVEC(bound)
 
     def precondition(self, bound) -> None:
         first, second = self.order
@@ -410,59 +501,11 @@ class _Operator:
         second.apply(bound[1])
 
     def bicgstab(self, b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int) -> tuple[int, bool]:
-        """Solve ``op x = b`` (right-preconditioned BiCGStab); ``x0``: start from ``x`` (then ``x`` must
-        be :attr:`x`, the padded one), else from 0. Returns ``(iterations, converged)``."""
-        r, rhat, p, s, v, t = self.r, self.rhat, self.p, self.s, self.v, self.t
-        state = self.state
-        rho_t, rr_t, omega, alpha = state[0], state[1], state[2], state[3]
-        if x0:
-            self.matvec(self.mv_x)
-            torch.sub(b, v, out=r)
-        else:
-            x.zero_()
-            r.copy_(b)
-        rhat.copy_(r)
-        torch.mv(self.RR, r, out=state[:2])
-        torch.dot(b, b, out=state[2])
-        rho, rr, bb, _ = state.tolist()
-        target = rtol * rtol * bb
-        if rr <= target:
-            return 0, True
-        if not math.isfinite(rr):
-            return 0, False
-        p.copy_(r)
-        for it in range(1, maxiter + 1):
-            self.precondition(self.pre_p)
-            self.matvec(self.mv_phat)
-            torch.dot(rhat, v, out=self.rv)
-            torch.div(rho_t, self.rv, out=alpha)
-            alpha.nan_to_num_(0.0, 0.0, 0.0)  # r_hat . v = 0: a minimal-residual step, then a restart
-            torch.addcmul(r, v, alpha, value=-1.0, out=s)
-            self.precondition(self.pre_s)
-            self.matvec(self.mv_shat)
-            torch.mv(self.ST_mid, t, out=self.tst)  # [s.t, t.t]
-            torch.div(self.tst[0], self.tst[1], out=omega)
-            omega.nan_to_num_(0.0, 0.0, 0.0)
-            x.addcmul_(self.phat, alpha)
-            x.addcmul_(self.shat, omega)
-            torch.addcmul(s, t, omega, value=-1.0, out=r)
-            torch.mv(self.RR, r, out=state[:2])  # [rho_new, r.r]
-            rho_new, rr, om, al = state.tolist()
-            if rr <= target:
-                return it, True
-            if not math.isfinite(rr):
-                return it, False
-            if rho_new == 0.0 or om == 0.0 or al == 0.0:  # breakdown: restart the shadow residual
-                rhat.copy_(r)
-                p.copy_(r)
-                rho_t.copy_(rr_t)
-                rho = rr
-                continue
-            beta = (rho_new / rho) * (al / om)
-            rho = rho_new
-            p.addcmul_(v, omega, value=-1.0)
-            torch.add(r, p, alpha=beta, out=p)
-        return maxiter, False
+        """Solve ``op x = b`` (right-preconditioned BiCGStab, :func:`_bicgstab`); ``x0``: start from
+        ``x`` (then ``x`` must be :attr:`x`, the padded one), else from 0. Returns ``(iterations,
+        converged)``."""
+        it, ok = _BICGSTAB(b, x, x0, rtol, maxiter, self.vec, self.pre, self.invb, self.sm, self.mv)
+        return it, bool(ok)
 
 
 def _buffers(c, scheme, device, order):
@@ -497,7 +540,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
             U = torch.empty((nt1, n), **lay.f64)
             U[-1] = g
             its = np.zeros(nt1 - 1, dtype=np.int64)
-            krylov = 0
+            krylov = unconverged = 0
             for k in range(nt1 - 2, -1, -1):
                 u.copy_(U[k + 1])
                 torch.addcmul(U[k + 1], freedt, S[k + 1], out=base)
@@ -519,12 +562,14 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
                         break
                     bands.assemble()
                     op.reduce()
-                    kit, _ = op.bicgstab(res, delta, False, HJB_RTOL, MAXITER)
+                    kit, ok = op.bicgstab(res, delta, False, HJB_RTOL, MAXITER)
                     krylov += kit
+                    unconverged += not ok  # Newton takes another step from the inexact update
                     u.sub_(delta)
                 its[k] = count
                 U[k].copy_(u)
-        sweep.diagnostics = {"newton_steps": int(np.abs(its).sum()), "krylov_iterations": int(krylov)}
+        sweep.diagnostics = {"newton_steps": int(np.abs(its).sum()), "krylov_iterations": int(krylov),
+                             "krylov_unconverged": int(unconverged)}
         return native(U.view(c.shape)), its
 
     sweep.diagnostics = {}
@@ -554,15 +599,19 @@ def make_fp_sweep(scheme, *, device="cpu"):
             nt1 = c.shape[0]
             mu = torch.empty((nt1, n), **lay.f64)
             mu[0] = m0
-            krylov = 0
+            krylov = unconverged = 0
             torch.sum(mu[0], dim=0, out=mass[0])
             for k in range(nt1 - 1):
                 bands.differences(Uf[k])
                 bands.assemble()
                 op.reduce()
                 x.copy_(mu[k])
-                kit, _ = op.bicgstab(mu[k], x, True, FP_RTOL, MAXITER)
-                krylov += kit
+                for _ in range(FP_CYCLES):  # restarted from the last iterate (true residual, new shadow)
+                    kit, ok = op.bicgstab(mu[k], x, True, FP_RTOL, MAXITER)
+                    krylov += kit
+                    if ok:
+                        break
+                unconverged += not ok
                 # round-off negatives to 0, then the mass of mu^k restored in proportion to mu^{k+1}
                 torch.amax(x, 0, out=floor)
                 floor.mul_(-NEG_ROUNDOFF)
@@ -571,7 +620,7 @@ def make_fp_sweep(scheme, *, device="cpu"):
                 torch.div(mass[0], mass[1], out=ratio)
                 torch.mul(x, ratio, out=mu[k + 1])
                 torch.sum(mu[k + 1], dim=0, out=mass[0])
-        sweep.diagnostics = {"krylov_iterations": int(krylov)}
+        sweep.diagnostics = {"krylov_iterations": int(krylov), "krylov_unconverged": int(unconverged)}
         return native(mu.view(c.shape))
 
     sweep.diagnostics = {}
