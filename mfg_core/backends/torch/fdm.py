@@ -55,11 +55,11 @@ def _levels(n: int) -> int:
 
 def _neighbour_index(n: int, periodic: bool, device=None) -> torch.Tensor:
     """Indices of ``[u_{-1}, u_0, .., u_{n-1}, u_n]``: ghost reflection (Neumann) or wrap-around."""
-    idx = torch.arange(-1, n + 1)
+    idx = torch.arange(-1, n + 1, device=device)
     if periodic:
-        return (idx % n).to(device)
+        return idx % n
     idx[0], idx[-1] = 1, n - 2
-    return idx.to(device)
+    return idx
 
 
 _SCRIPTED = {}
