@@ -69,18 +69,18 @@ def _levels(n: int) -> int:
 
 
 class _Layout:
-    """Sizes of the flat ``(y, x)`` layout and its padded buffers (pad = the largest PCR stride)."""
+    """Sizes of the flat ``(y, x)`` layout; vectors that are shifted (matrix-vector inputs) live in
+    flat buffers with zero pads of ``2 nx`` on both sides."""
 
     def __init__(self, c: checks.FDM2DConstants, device: torch.device):
         st = c.stencil
         self.ny, self.nx, self.n = st.ny, st.nx, st.size
-        self.Lx, self.Ly = _levels(st.nx), _levels(st.ny)
-        self.pad = max((1 << (self.Ly - 1)) * st.nx, 1 << (self.Lx - 1), 2 * st.nx)
+        self.pad = 2 * st.nx
         self.W = self.n + 2 * self.pad
         self.f64 = dict(dtype=F64, device=device)
 
-    def buffer(self, fill: float = 0.0) -> torch.Tensor:
-        return torch.full((self.W,), fill, **self.f64)
+    def buffer(self) -> torch.Tensor:
+        return torch.zeros((self.W,), **self.f64)
 
     def mid(self, buf: torch.Tensor, shift: int = 0) -> torch.Tensor:
         return buf[self.pad + shift:self.pad + shift + self.n]
@@ -148,8 +148,7 @@ class _Bands:
         self.B4 = self.flat.view(4, W)[:, pad:pad + n]
         self.band = {d: self.flat[self.off[d]:self.off[d] + n] for d in rows}
         self.D = torch.empty(n, **f64)
-        self.bx, self.by = lay.buffer(1.0), lay.buffer(1.0)  # diagonals of I + dt A_x, I + dt A_y (pads 1)
-        self.bx_mid, self.by_mid = lay.mid(self.bx), lay.mid(self.by)
+        self.bx, self.by = torch.empty(n, **f64), torch.empty(n, **f64)  # diagonals of I + dt A_x, I + dt A_y
         kx = [rows.index("E"), rows.index("W")]
         ky = [rows.index("N"), rows.index("S")]
         assert abs(kx[0] - kx[1]) == 1 and abs(ky[0] - ky[1]) == 1
@@ -186,8 +185,8 @@ class _Bands:
     def assemble(self) -> None:
         """The bands, diagonals and (periodic) corners from the last :meth:`differences`."""
         torch.addcmul(self.Fc, self.Fk, self.Q, out=self.B4)
-        torch.addmv(self.ones, self.Bx.T, self.ones2, out=self.bx_mid)
-        torch.addmv(self.ones, self.By.T, self.ones2, out=self.by_mid)
+        torch.addmv(self.ones, self.Bx.T, self.ones2, out=self.bx)
+        torch.addmv(self.ones, self.By.T, self.ones2, out=self.by)
         torch.addmv(self.ones, self.B4.T, self.ones4, out=self.D)
         for view, keep in self.corner_views:
             keep.copy_(view)
@@ -195,24 +194,37 @@ class _Bands:
 
 
 # --- the hot loops, as TorchScript (see fdm._scripted): lists of views made once per kernel ---------
-def _apply(v: List[torch.Tensor], invb: torch.Tensor, sm: List[torch.Tensor]) -> None:
-    """One batch of line solves: ``v`` = 6 views per PCR level ``[d, d_{p-s}, d_{p+s}, out, n1, n2]``;
-    ``sm`` = the Sherman-Morrison correction's views (empty unless periodic)."""
-    L = len(v) // 6
-    for level in range(L - 1):
-        o = v[6 * level + 3]
-        torch.addcmul(v[6 * level], v[6 * level + 4], v[6 * level + 1], out=o)
-        o.addcmul_(v[6 * level + 5], v[6 * level + 2])
-    k = 6 * (L - 1)
-    o = v[k + 3]
-    torch.mul(v[k], invb, out=o)
-    o.addcmul_(v[k + 4], v[k + 1])
-    o.addcmul_(v[k + 5], v[k + 2])
+def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], top: List[torch.Tensor],
+        bw: List[torch.Tensor], sm: List[torch.Tensor]) -> None:
+    """One batch of line solves in place in ``mid`` (a padded ``(m, w)`` buffer's rows) from ``src``:
+    ``fw`` = 5 views per reduction level ``[d_K, d_{K-s}, d_{K+s}, n1, n2]``, ``top`` = the last
+    equation, ``bw`` = 6 views per level (coarse to fine) ``[x_E, x_{E-s}, x_{E+s}, 1/b, A/b, C/b]``,
+    ``sm`` = the Sherman-Morrison correction (empty unless periodic)."""
+    mid.copy_(src)
+    for k in range(0, len(fw), 5):
+        d = fw[k]
+        d.addcmul_(fw[k + 3], fw[k + 1])
+        d.addcmul_(fw[k + 4], fw[k + 2])
+    top[0].mul_(top[1])
+    for k in range(0, len(bw), 6):
+        x = bw[k]
+        x.mul_(bw[k + 3])
+        x.addcmul_(bw[k + 4], bw[k + 1])
+        x.addcmul_(bw[k + 5], bw[k + 2])
     if len(sm) > 0:  # x = y - (v^T y / (1 + v^T z)) z
-        first, last, o2, f_b, r, coef, f, z2 = sm
+        first, last, z, r, coef, f, f_b = sm
         torch.addcmul(first, r, last, out=f)
         f.mul_(coef)
-        o2.addcmul_(z2, f_b, value=-1.0)
+        mid.addcmul_(z, f_b, value=-1.0)
+
+
+def _precondition(io: List[torch.Tensor], lines: List[List[torch.Tensor]]) -> None:
+    """``out = (second line batch)^{-1} (first line batch)^{-1} src``: ``io = [src, mid_1, src_2,
+    mid_2, out, result]`` (``src_2`` is ``mid_1`` transposed, ``result`` is ``mid_2`` in the natural
+    layout); ``lines`` = the two batches' ``[fw, top, bw, sm]``."""
+    _cr(io[0], io[1], lines[0], lines[1], lines[2], lines[3])
+    _cr(io[2], io[3], lines[4], lines[5], lines[6], lines[7])
+    io[4].copy_(io[5])
 
 
 def _matvec(m: List[torch.Tensor]) -> None:
@@ -227,7 +239,7 @@ def _matvec(m: List[torch.Tensor]) -> None:
 
 
 def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int, vec: List[torch.Tensor],
-              pre: List[List[torch.Tensor]], invb: List[torch.Tensor], sm: List[List[torch.Tensor]],
+              pre: List[List[torch.Tensor]], lines: List[List[torch.Tensor]],
               mv: List[List[torch.Tensor]]) -> List[int]:
     """Right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0; returns
     ``[iterations, converged]``. One host sync per iteration (``[rho, r.r, omega, alpha]``)."""
@@ -251,15 +263,13 @@ def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: 
         return [0, 0]
     p.copy_(r)
     for it in range(1, maxiter + 1):
-        _apply(pre[0], invb[0], sm[0])
-        _apply(pre[1], invb[1], sm[1])
+        _precondition(pre[0], lines)
         _matvec(mv[0])
         torch.dot(rhat, v, out=rv)
         torch.div(rho_t, rv, out=alpha)
         alpha.nan_to_num_(0.0, 0.0, 0.0)  # r_hat . v = 0: a minimal-residual step, then a restart
         torch.addcmul(r, v, alpha, value=-1.0, out=s)
-        _apply(pre[2], invb[0], sm[2])
-        _apply(pre[3], invb[1], sm[3])
+        _precondition(pre[1], lines)
         _matvec(mv[1])
         torch.mv(ST, t, out=tst)  # [s.t, t.t]
         torch.div(ts, tt, out=omega)
@@ -287,135 +297,126 @@ def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: 
     return [maxiter, 0]
 
 
-_APPLY = _scripted(_apply)
+_CR = _scripted(_cr)
+_PRECONDITION = _scripted(_precondition)
 _MATVEC = _scripted(_matvec)
 _BICGSTAB = _scripted(_bicgstab)
 
 
 class _Lines:
-    r"""Batched PCR on every line of one direction (``unit`` = 1 along ``x``, ``nx`` along ``y``).
+    r"""Batched cyclic reduction on ``w`` lines of ``m`` unknowns, stored as the columns of an
+    ``(m, w)`` array (the line index is the slow one, so every operation is on whole rows).
 
-    The line system is ``-A_p x_{p-s} + b_p x_p - C_p x_{p+s} = d_p`` (``A, C >= 0`` read from
-    ``src`` at storage offsets ``offA``, ``offC``; ``b`` from the padded ``b0``). Level ``s``
-    eliminates ``x_{p -+ s}``: ``n1 = A_p / b_{p-s}``, ``n2 = C_p / b_{p+s}``, ``A' = n1 A_{p-s}``,
-    ``C' = n2 C_{p+s}``, ``b' = b - n1 C_{p-s} - n2 A_{p+s}``, ``d' = d + n1 d_{p-s} + n2 d_{p+s}``;
-    :meth:`reduce` stores ``n1, n2`` per level (the last level's times ``1 / b``), :meth:`apply` only
-    runs the ``d`` recursion. Periodic: Sherman-Morrison as the 1D reference, ``J = B + u v^T``,
-    ``u = (gamma, 0.., alpha)``, ``v = (1, 0.., beta/gamma)``, ``gamma = -b_0``, from the corners
-    ``alpha = -C_corner`` (``J[n-1, 0]``), ``beta = -A_corner`` (``J[0, n-1]``).
+    The line system is ``-A_i x_{i-1} + b_i x_i - C_i x_{i+1} = d_i`` (``A, C >= 0``; the level-0
+    values are copied from the views ``A0, C0, b0`` once per Newton step). Level ``l`` (``s = 2^l``)
+    keeps the rows ``K = {i = 0 mod 2s}`` and eliminates ``E = {i = s mod 2s}``: for ``i`` in ``K``,
+    ``n1 = A_i / b_{i-s}``, ``n2 = C_i / b_{i+s}``, ``A_i <- n1 A_{i-s}``, ``C_i <- n2 C_{i+s}``,
+    ``b_i <- b_i - n1 C_{i-s} - n2 A_{i+s}``, ``d_i <- d_i + n1 d_{i-s} + n2 d_{i+s}``; after
+    ``ceil(log2 m)`` levels one equation is left (row 0), and back substitution gives
+    ``x_i = (d_i + A_i x_{i-s} + C_i x_{i+s}) / b_i`` on ``E`` from the coarsest level to the finest.
+    :meth:`reduce` stores ``n1, n2`` (rows ``K``) and ``1/b, A/b, C/b`` (rows ``E``) per level
+    (``5 m w`` numbers in all), :meth:`bind` the views of one solve. Couplings beyond a line's ends
+    are 0 and stay 0, so the padding rows (read, never written) only need to be finite. Periodic:
+    Sherman-Morrison as the 1D reference, ``J = B + u v^T``, ``u = (gamma, 0.., alpha)``,
+    ``v = (1, 0.., beta/gamma)``, ``gamma = -b_0``, ``alpha = -C_corner`` (``J[m-1, 0]``),
+    ``beta = -A_corner`` (``J[0, m-1]``).
     """
 
-    def __init__(self, lay: _Layout, axis: str, periodic: bool, src: torch.Tensor, offA: int, offC: int,
-                 b0: torch.Tensor, corners, work):
-        n, pad, W, ny, nx = lay.n, lay.pad, lay.W, lay.ny, lay.nx
+    def __init__(self, lay: _Layout, m: int, w: int, periodic: bool, A0: torch.Tensor, C0: torch.Tensor,
+                 b0: torch.Tensor, corners):
         f64 = lay.f64
-        self.lay, self.axis, self.periodic = lay, axis, periodic
-        self.unit = 1 if axis == "x" else nx
-        self.L = L = lay.Lx if axis == "x" else lay.Ly
-        assert offC > offA and src.storage_offset() == 0 and b0.storage_offset() == 0
-        self.K = torch.empty((L, 2, n), **f64)
-        self.invb = torch.empty(n, **f64)
-        AC = [torch.zeros((2, W), **f64) for _ in range(2)]
-        Bb = [lay.buffer(1.0) for _ in range(2)]
-        self.work = work
-        self.red = []
-        for level in range(L):
-            s = self.unit << level
-            if level == 0:
-                a_src, oA, oC, b_src = src, offA, offC, b0
-            else:
-                a_src, oA, oC, b_src = AC[(level - 1) % 2], pad, W + pad, Bb[(level - 1) % 2]
-            last = level == L - 1
-            self.red.append((
-                a_src.as_strided((2, n), (oC - oA, 1), oA),  # [A_p; C_p]
-                b_src.as_strided((2, n), (2 * s, 1), pad - s),  # [b_{p-s}; b_{p+s}]
-                self.K[level],
-                a_src.as_strided((2, n), (oC - oA + 2 * s, 1), oA - s),  # [A_{p-s}; C_{p+s}]
-                None if last else AC[level % 2][:, pad:pad + n],
-                b_src[pad:pad + n],
-                self.K[level, 0], a_src.as_strided((n,), (1,), oC - s),  # n1, C_{p-s}
-                self.K[level, 1], a_src.as_strided((n,), (1,), oA + s),  # n2, A_{p+s}
-                Bb[level % 2][pad:pad + n],
-            ))
-        self.bfin = Bb[(L - 1) % 2][pad:pad + n]
-        self.sm = None
-        if periodic:
-            A_c, C_c = corners  # -J[0, n-1], -J[n-1, 0] of each line (kept before the bands were zeroed)
-            lines = ny if axis == "x" else nx
-            b2 = lay.mid(b0).view(ny, nx)
-            self.first_last = (b2[:, 0], b2[:, nx - 1]) if axis == "x" else (b2[0, :], b2[ny - 1, :])
-            self.A_c, self.C_c = A_c, C_c
-            self.b_first = torch.empty(lines, **f64)
-            self.r = torch.empty(lines, **f64)  # beta / gamma
-            self.coef = torch.empty(lines, **f64)
-            self.f = torch.empty(lines, **f64)
-            self.usm = lay.buffer()
-            u2 = lay.mid(self.usm).view(ny, nx)
-            self.u_first_last = (u2[:, 0], u2[:, nx - 1]) if axis == "x" else (u2[0, :], u2[ny - 1, :])
-            self.z = torch.empty(n, **f64)
-            z2 = self.z.view(ny, nx)
-            self.z_first_last = (z2[:, 0], z2[:, nx - 1]) if axis == "x" else (z2[0, :], z2[ny - 1, :])
-            self.z_b = z2
-            self.zviews = self.bind(self.usm, self.z, correct=False)
+        self.m, self.w, self.periodic = m, w, periodic
+        self.L = L = _levels(m)
+        P = 1 << (L - 1)  # padding rows: the largest stride
+        self.A0, self.C0, self.b0 = A0, C0, b0
+        Aw, Cw = torch.zeros((m + 2 * P, w), **f64), torch.zeros((m + 2 * P, w), **f64)
+        Bw = torch.ones((m + 2 * P, w), **f64)
+        self.W = torch.zeros((m + 2 * P, w), **f64)  # the solve's work rows
 
-    # --- per Newton (FP: time) step ------------------------------------------------------------
+        def rows(T, start, step, count):
+            return T.as_strided((count, w), (step * w, 1), (P + start) * w)
+
+        self.mids = [rows(T, 0, 1, m) for T in (Aw, Cw, Bw)]
+        self.mid = rows(self.W, 0, 1, m)
+        self.red, fw, bw = [], [], []
+        for level in range(L):
+            s = 1 << level
+            nK = (m - 1) // (2 * s) + 1
+            nE = (m - 1) // s + 1 - nK
+            n1, n2 = torch.empty((nK, w), **f64), torch.empty((nK, w), **f64)
+            g, h1, h2 = (torch.empty((nE, w), **f64) for _ in range(3))
+            self.red.append((
+                rows(Aw, 0, 2 * s, nK), rows(Bw, -s, 2 * s, nK), n1,  # n1 = A_K / b_{K-s}
+                rows(Cw, 0, 2 * s, nK), rows(Bw, s, 2 * s, nK), n2,  # n2 = C_K / b_{K+s}
+                rows(Bw, s, 2 * s, nE), g, rows(Aw, s, 2 * s, nE), h1, rows(Cw, s, 2 * s, nE), h2,  # E rows
+                rows(Bw, 0, 2 * s, nK), rows(Cw, -s, 2 * s, nK), rows(Aw, s, 2 * s, nK),  # b_K, C_{K-s}, A_{K+s}
+                rows(Aw, -s, 2 * s, nK), rows(Cw, s, 2 * s, nK),  # A_{K-s}, C_{K+s}
+            ))
+            fw += [rows(self.W, 0, 2 * s, nK), rows(self.W, -s, 2 * s, nK), rows(self.W, s, 2 * s, nK), n1, n2]
+            bw = [rows(self.W, s, 2 * s, nE), rows(self.W, 0, 2 * s, nE), rows(self.W, 2 * s, 2 * s, nE),
+                  g, h1, h2] + bw
+        self.gtop = torch.empty((1, w), **f64)
+        self.btop = rows(Bw, 0, 1, 1)
+        self.fw, self.top, self.bw = fw, [rows(self.W, 0, 1, 1), self.gtop], bw
+        self.sm: list = []
+        if periodic:
+            self.A_c, self.C_c = corners  # -J[0, m-1], -J[m-1, 0] of each line (before the bands were zeroed)
+            Bmid = self.mids[2]
+            self.b_ends = (Bmid[0], Bmid[m - 1])
+            self.b_first = torch.empty(w, **f64)
+            self.r = torch.empty(w, **f64)  # beta / gamma
+            self.coef = torch.empty(w, **f64)
+            self.f = torch.empty(w, **f64)
+            self.usm = torch.zeros((m, w), **f64)
+            self.z = torch.empty((m, w), **f64)
+            self.sm = [self.mid[0], self.mid[m - 1], self.z, self.r, self.coef, self.f, self.f[None, :]]
+
+    def lists(self) -> list:
+        """``[fw, top, bw, sm]`` for :func:`_cr`."""
+        return [self.fw, self.top, self.bw, self.sm]
+
     def reduce(self) -> None:
+        """The multipliers of every level from the level-0 bands (once per Newton / time step)."""
+        Amid, Cmid, Bmid = self.mids
+        Amid.copy_(self.A0)
+        Cmid.copy_(self.C0)
+        Bmid.copy_(self.b0)
         if self.periodic:
-            bf, bl = self.first_last
+            bf, bl = self.b_ends
             self.b_first.copy_(bf)
             torch.div(self.A_c, self.b_first, out=self.r)  # beta / gamma = A_c / b_0
             bf.add_(self.b_first)  # B[0, 0] = b_0 - gamma = 2 b_0
-            bl.addcmul_(self.C_c, self.r)  # B[n-1, n-1] = b_{n-1} - alpha beta / gamma
-            uf, ul = self.u_first_last
-            torch.neg(self.b_first, out=uf)  # u = (gamma, 0.., alpha)
-            torch.neg(self.C_c, out=ul)
-        for ac, b_pair, K, ac_sh, ac_out, b_mid, n1, c_m, n2, a_p, b_out in self.red:
-            torch.div(ac, b_pair, out=K)
-            if ac_out is not None:
-                torch.mul(K, ac_sh, out=ac_out)
-            torch.addcmul(b_mid, n1, c_m, value=-1.0, out=b_out)
-            b_out.addcmul_(n2, a_p, value=-1.0)
-        torch.reciprocal(self.bfin, out=self.invb)
-        self.K[-1].mul_(self.invb)
+            bl.addcmul_(self.C_c, self.r)  # B[m-1, m-1] = b_{m-1} - alpha beta / gamma
+            torch.neg(self.b_first, out=self.usm[0])  # u = (gamma, 0.., alpha)
+            torch.neg(self.C_c, out=self.usm[self.m - 1])
+        for (AK, Bm, n1, CK, Bp, n2, BE, g, AE, h1, CE, h2, BK, Cm, Ap, Am, Cp) in self.red:
+            torch.div(AK, Bm, out=n1)
+            torch.div(CK, Bp, out=n2)
+            torch.reciprocal(BE, out=g)
+            torch.mul(AE, g, out=h1)
+            torch.mul(CE, g, out=h2)
+            BK.addcmul_(n1, Cm, value=-1.0)
+            BK.addcmul_(n2, Ap, value=-1.0)
+            torch.mul(n1, Am, out=AK)
+            torch.mul(n2, Cp, out=CK)
+        torch.reciprocal(self.btop, out=self.gtop)
         if self.periodic:
-            self.apply(self.zviews)
-            zf, zl = self.z_first_last
-            torch.addcmul(zf, self.r, zl, out=self.coef)
+            _CR(self.usm, self.mid, self.fw, self.top, self.bw, [])
+            self.z.copy_(self.mid)
+            torch.addcmul(self.z[0], self.r, self.z[self.m - 1], out=self.coef)
             self.coef.add_(1.0).reciprocal_()  # 1 / (1 + v^T z)
-
-    # --- per preconditioner application -----------------------------------------------------------
-    def bind(self, src_buf: torch.Tensor, out: torch.Tensor, correct: bool = True):
-        """Views of one application ``out = (line systems)^{-1} src`` (``src_buf`` padded, ``out``
-        (n,)): ``(levels, sm)`` for :func:`_apply`."""
-        lay, L = self.lay, self.L
-        pad, n = lay.pad, lay.n
-        views = []
-        for level in range(L):
-            s = self.unit << level
-            buf = src_buf if level == 0 else self.work[(level - 1) % 2]
-            o = out if level == L - 1 else lay.mid(self.work[level % 2])
-            views += [buf[pad:pad + n], buf[pad - s:pad - s + n], buf[pad + s:pad + s + n], o,
-                      self.K[level, 0], self.K[level, 1]]
-        sm = []
-        if self.periodic and correct:
-            o2 = out.view(lay.ny, lay.nx)
-            of, ol = (o2[:, 0], o2[:, lay.nx - 1]) if self.axis == "x" else (o2[0, :], o2[lay.ny - 1, :])
-            fb = self.f[:, None] if self.axis == "x" else self.f[None, :]
-            sm = [of, ol, o2, fb, self.r, self.coef, self.f, self.z_b]
-        return views, sm
-
-    def apply(self, bound) -> None:
-        _APPLY(bound[0], self.invb, bound[1])
 
 
 class _Operator:
     r"""``J`` (HJB) or ``J^T`` (FP) on the bands of a :class:`_Bands`, its preconditioner and BiCGStab.
 
-    ``J``: x-lines ``(A, C) = (band_W, band_E)``, y-lines ``(band_S, band_N)``, ``P^{-1} =`` y-solve then
-    x-solve. ``J^T``: the transposed line systems have ``A_p = band_E[p - 1]``, ``C_p = band_W[p + 1]``
+    The y-lines are solved in the natural ``(y, x)`` layout (lines = columns), the x-lines in the
+    transposed one (a copy each way), so that both batches run on whole rows. ``J``: x-lines
+    ``(A, C) = (band_W, band_E)``, y-lines ``(band_S, band_N)``, ``P^{-1} =`` y-solve then x-solve.
+    ``J^T``: the transposed line systems have ``A_p = band_E[p - 1]``, ``C_p = band_W[p + 1]``
     (``y``: ``band_N[p - nx]``, ``band_S[p + nx]``), the corners swap, and ``P^{-T} =`` x-solve then
     y-solve. Either way ``op v = D v - A_x v_{p-1} - C_x v_{p+1} - A_y v_{p-nx} - C_y v_{p+nx}``
-    (plus the wrap terms on a periodic axis), with the level-0 bands of the line systems.
+    (plus the wrap terms on a periodic axis) with those level-0 bands.
     """
 
     def __init__(self, lay: _Layout, bands: _Bands, transpose: bool):
@@ -431,9 +432,10 @@ class _Operator:
             x_off, y_off = (off["E"] - 1, off["W"] + 1), (off["N"] - nx, off["S"] + nx)
             x_c = (bands.corner.get("E"), bands.corner.get("W"))
             y_c = (bands.corner.get("N"), bands.corner.get("S"))
-        self.work = [lay.buffer(), lay.buffer()]
-        self.xl = _Lines(lay, "x", bands.px, flat, *x_off, bands.bx, x_c, self.work)
-        self.yl = _Lines(lay, "y", bands.py, flat, *y_off, bands.by, y_c, self.work)
+        natural = lambda o: flat.as_strided((ny, nx), (nx, 1), o)  # noqa: E731
+        transposed = lambda o: flat.as_strided((nx, ny), (1, nx), o)  # noqa: E731
+        self.xl = _Lines(lay, nx, ny, bands.px, *(transposed(o) for o in x_off), bands.bx.view(ny, nx).T, x_c)
+        self.yl = _Lines(lay, ny, nx, bands.py, *(natural(o) for o in y_off), bands.by.view(ny, nx), y_c)
         self.order = [self.xl, self.yl] if transpose else [self.yl, self.xl]
         self.D = bands.D
         coef = [flat.as_strided((n,), (1,), o) for o in (*x_off, *y_off)]  # A_x, C_x, A_y, C_y
@@ -446,12 +448,10 @@ class _Operator:
         # Krylov vectors
         self.RR = torch.empty((2, n), **f64)  # [r_hat; r]
         self.rhat, self.r = self.RR[0], self.RR[1]
-        self.pbuf = lay.buffer()
-        self.p = lay.mid(self.pbuf)
-        self.ST = torch.zeros((2, lay.W), **f64)  # [s; t], s padded
-        self.s, self.t = lay.mid(self.ST[0]), lay.mid(self.ST[1])
-        self.ST_mid = self.ST[:, pad:pad + n]
-        self.phat_buf, self.shat_buf = lay.buffer(), lay.buffer()
+        self.p = torch.empty(n, **f64)
+        self.ST = torch.empty((2, n), **f64)  # [s; t]
+        self.s, self.t = self.ST[0], self.ST[1]
+        self.phat_buf, self.shat_buf = lay.buffer(), lay.buffer()  # padded: the matrix-vector inputs
         self.phat, self.shat = lay.mid(self.phat_buf), lay.mid(self.shat_buf)
         self.v = torch.empty(n, **f64)
         self.xbuf = lay.buffer()  # an initial guess that is multiplied (FP)
@@ -459,21 +459,22 @@ class _Operator:
         self.state = torch.zeros(4, **f64)  # [rho, r.r, omega, alpha]
         self.rv = torch.zeros((), **f64)
         self.tst = torch.empty(2, **f64)
-        self.midbuf = lay.buffer()
-        mid = lay.mid(self.midbuf)
         first, second = self.order
-        self.pre_p = (first.bind(self.pbuf, mid), second.bind(self.midbuf, self.phat))
-        self.pre_s = (first.bind(self.ST[0], mid), second.bind(self.midbuf, self.shat))
+
+        def io(src: torch.Tensor, out: torch.Tensor) -> list:
+            s2, o2 = src.view(ny, nx), out.view(ny, nx)
+            if transpose:  # x-lines (transposed layout) first
+                return [s2.T, first.mid, first.mid.T, second.mid, o2, second.mid]
+            return [s2, first.mid, first.mid.T, second.mid, o2, second.mid.T]
+
+        self.pre = [io(self.p, self.phat), io(self.s, self.shat)]
+        self.lines = first.lists() + second.lists()
         self.mv_phat = self._bind_matvec(self.phat_buf, self.v)
         self.mv_shat = self._bind_matvec(self.shat_buf, self.t)
         self.mv_x = self._bind_matvec(self.xbuf, self.v)
-        # the lists :func:`_bicgstab` unpacks
         st = self.state
-        self.vec = [self.r, self.rhat, self.p, self.s, self.v, self.t, self.phat, self.shat, self.RR, self.ST_mid,
+        self.vec = [self.r, self.rhat, self.p, self.s, self.v, self.t, self.phat, self.shat, self.RR, self.ST,
                     st, self.rv, self.tst, st[0], st[1], st[2], st[3], self.tst[0], self.tst[1], st[:2]]
-        self.pre = [self.pre_p[0][0], self.pre_p[1][0], self.pre_s[0][0], self.pre_s[1][0]]
-        self.sm = [self.pre_p[0][1], self.pre_p[1][1], self.pre_s[0][1], self.pre_s[1][1]]
-        self.invb = [first.invb, second.invb]
         self.mv = [self.mv_phat, self.mv_shat, self.mv_x]
 
     def _bind_matvec(self, buf: torch.Tensor, out: torch.Tensor) -> list:
@@ -495,16 +496,15 @@ class _Operator:
     def matvec(self, bound) -> None:
         _MATVEC(bound)
 
-    def precondition(self, bound) -> None:
-        first, second = self.order
-        first.apply(bound[0])
-        second.apply(bound[1])
+    def precondition(self, which: int) -> None:
+        """``phat = P^{-1} p`` (``which = 0``) or ``shat = P^{-1} s`` (1)."""
+        _PRECONDITION(self.pre[which], self.lines)
 
     def bicgstab(self, b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int) -> tuple[int, bool]:
         """Solve ``op x = b`` (right-preconditioned BiCGStab, :func:`_bicgstab`); ``x0``: start from
         ``x`` (then ``x`` must be :attr:`x`, the padded one), else from 0. Returns ``(iterations,
         converged)``."""
-        it, ok = _BICGSTAB(b, x, x0, rtol, maxiter, self.vec, self.pre, self.invb, self.sm, self.mv)
+        it, ok = _BICGSTAB(b, x, x0, rtol, maxiter, self.vec, self.pre, self.lines, self.mv)
         return it, bool(ok)
 
 
