@@ -194,18 +194,28 @@ class _Bands:
 
 
 # --- the hot loops, as TorchScript (see fdm._scripted): lists of views made once per kernel ---------
-def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], top: List[torch.Tensor],
+def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], pcr: List[torch.Tensor],
         bw: List[torch.Tensor], sm: List[torch.Tensor]) -> None:
     """One batch of line solves in place in ``mid`` (a padded ``(m, w)`` buffer's rows) from ``src``:
-    ``fw`` = 5 views per reduction level ``[d_K, d_{K-s}, d_{K+s}, n1, n2]``, ``top`` = the last
-    equation, ``bw`` = 6 views per level (coarse to fine) ``[x_E, x_{E-s}, x_{E+s}, 1/b, A/b, C/b]``,
-    ``sm`` = the Sherman-Morrison correction (empty unless periodic)."""
+    ``fw`` = 5 views per reduction level ``[d_K, d_{K-s}, d_{K+s}, n1, n2]``; ``pcr`` = 6 views per
+    PCR level of the reduced system ``[d, d_{-s}, d_{+s}, out, n1, n2]`` and ``1/b``; ``bw`` = 6 views
+    per level (coarse to fine) ``[x_E, x_{E-s}, x_{E+s}, 1/b, A/b, C/b]``; ``sm`` = the
+    Sherman-Morrison correction (empty unless periodic)."""
     mid.copy_(src)
     for k in range(0, len(fw), 5):
         d = fw[k]
         d.addcmul_(fw[k + 3], fw[k + 1])
         d.addcmul_(fw[k + 4], fw[k + 2])
-    top[0].mul_(top[1])
+    L = (len(pcr) - 1) // 6
+    for level in range(L - 1):
+        o = pcr[6 * level + 3]
+        torch.addcmul(pcr[6 * level], pcr[6 * level + 4], pcr[6 * level + 1], out=o)
+        o.addcmul_(pcr[6 * level + 5], pcr[6 * level + 2])
+    k = 6 * (L - 1)
+    o = pcr[k + 3]
+    torch.mul(pcr[k], pcr[-1], out=o)
+    o.addcmul_(pcr[k + 4], pcr[k + 1])
+    o.addcmul_(pcr[k + 5], pcr[k + 2])
     for k in range(0, len(bw), 6):
         x = bw[k]
         x.mul_(bw[k + 3])
@@ -221,7 +231,7 @@ def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], top: List[
 def _precondition(io: List[torch.Tensor], lines: List[List[torch.Tensor]]) -> None:
     """``out = (second line batch)^{-1} (first line batch)^{-1} src``: ``io = [src, mid_1, src_2,
     mid_2, out, result]`` (``src_2`` is ``mid_1`` transposed, ``result`` is ``mid_2`` in the natural
-    layout); ``lines`` = the two batches' ``[fw, top, bw, sm]``."""
+    layout); ``lines`` = the two batches' ``[fw, pcr, bw, sm]``."""
     _cr(io[0], io[1], lines[0], lines[1], lines[2], lines[3])
     _cr(io[2], io[3], lines[4], lines[5], lines[6], lines[7])
     io[4].copy_(io[5])
@@ -304,42 +314,53 @@ _BICGSTAB = _scripted(_bicgstab)
 
 
 class _Lines:
-    r"""Batched cyclic reduction on ``w`` lines of ``m`` unknowns, stored as the columns of an
-    ``(m, w)`` array (the line index is the slow one, so every operation is on whole rows).
+    r"""Batched line solves on ``w`` lines of ``m`` unknowns, stored as the columns of an ``(m, w)``
+    array (the line index is the slow one, so every operation is on whole rows): cyclic reduction
+    down to at most 16 equations per line, parallel cyclic reduction on those, back substitution.
 
     The line system is ``-A_i x_{i-1} + b_i x_i - C_i x_{i+1} = d_i`` (``A, C >= 0``; the level-0
-    values are copied from the views ``A0, C0, b0`` once per Newton step). Level ``l`` (``s = 2^l``)
-    keeps the rows ``K = {i = 0 mod 2s}`` and eliminates ``E = {i = s mod 2s}``: for ``i`` in ``K``,
-    ``n1 = A_i / b_{i-s}``, ``n2 = C_i / b_{i+s}``, ``A_i <- n1 A_{i-s}``, ``C_i <- n2 C_{i+s}``,
-    ``b_i <- b_i - n1 C_{i-s} - n2 A_{i+s}``, ``d_i <- d_i + n1 d_{i-s} + n2 d_{i+s}``; after
-    ``ceil(log2 m)`` levels one equation is left (row 0), and back substitution gives
-    ``x_i = (d_i + A_i x_{i-s} + C_i x_{i+s}) / b_i`` on ``E`` from the coarsest level to the finest.
-    :meth:`reduce` stores ``n1, n2`` (rows ``K``) and ``1/b, A/b, C/b`` (rows ``E``) per level
-    (``5 m w`` numbers in all), :meth:`bind` the views of one solve. Couplings beyond a line's ends
-    are 0 and stay 0, so the padding rows (read, never written) only need to be finite. Periodic:
+    values are copied from the views ``A0, C0, b0`` once per Newton step). Cyclic reduction level
+    ``l`` (``s = 2^l``) keeps the rows ``K = {i = 0 mod 2s}`` and eliminates ``E = {i = s mod 2s}``:
+    for ``i`` in ``K``, ``n1 = A_i / b_{i-s}``, ``n2 = C_i / b_{i+s}``, ``A_i <- n1 A_{i-s}``,
+    ``C_i <- n2 C_{i+s}``, ``b_i <- b_i - n1 C_{i-s} - n2 A_{i+s}``, ``d_i <- d_i + n1 d_{i-s} +
+    n2 d_{i+s}``. The equations left (rows ``0 mod 2^lc``) are solved by PCR (the same formulas on
+    every row, ping-pong buffers, as in the 1D kernels: few rows, so few and cheap operations), then
+    back substitution gives ``x_i = (d_i + A_i x_{i-s} + C_i x_{i+s}) / b_i`` on ``E`` from the
+    coarsest level to the finest. :meth:`reduce` stores the multipliers (``n1, n2`` on ``K``,
+    ``1/b, A/b, C/b`` on ``E``: about ``5 m w`` numbers). Couplings beyond a line's ends are 0 and
+    stay 0, so the padding rows (read, never written) only need to be finite. Periodic:
     Sherman-Morrison as the 1D reference, ``J = B + u v^T``, ``u = (gamma, 0.., alpha)``,
     ``v = (1, 0.., beta/gamma)``, ``gamma = -b_0``, ``alpha = -C_corner`` (``J[m-1, 0]``),
     ``beta = -A_corner`` (``J[0, m-1]``).
     """
 
+    #: cyclic reduction stops at this many equations per line (at most); PCR solves them
+    REDUCED = 16
+
     def __init__(self, lay: _Layout, m: int, w: int, periodic: bool, A0: torch.Tensor, C0: torch.Tensor,
                  b0: torch.Tensor, corners):
         f64 = lay.f64
         self.m, self.w, self.periodic = m, w, periodic
-        self.L = L = _levels(m)
+        L = _levels(m)
+        lc = max(0, L - _levels(self.REDUCED))  # cyclic reduction levels
+        step = 1 << lc
+        mr = (m - 1) // step + 1  # equations left per line
+        Lp = _levels(mr)
+        assert mr >= 3 and Lp >= 2
         P = 1 << (L - 1)  # padding rows: the largest stride
+        Pp = 1 << (Lp - 1)
         self.A0, self.C0, self.b0 = A0, C0, b0
         Aw, Cw = torch.zeros((m + 2 * P, w), **f64), torch.zeros((m + 2 * P, w), **f64)
         Bw = torch.ones((m + 2 * P, w), **f64)
         self.W = torch.zeros((m + 2 * P, w), **f64)  # the solve's work rows
 
-        def rows(T, start, step, count):
-            return T.as_strided((count, w), (step * w, 1), (P + start) * w)
+        def rows(T, start, step, count, pad=P):
+            return T.as_strided((count, w), (step * w, 1), (pad + start) * w)
 
         self.mids = [rows(T, 0, 1, m) for T in (Aw, Cw, Bw)]
         self.mid = rows(self.W, 0, 1, m)
         self.red, fw, bw = [], [], []
-        for level in range(L):
+        for level in range(lc):
             s = 1 << level
             nK = (m - 1) // (2 * s) + 1
             nE = (m - 1) // s + 1 - nK
@@ -355,9 +376,36 @@ class _Lines:
             fw += [rows(self.W, 0, 2 * s, nK), rows(self.W, -s, 2 * s, nK), rows(self.W, s, 2 * s, nK), n1, n2]
             bw = [rows(self.W, s, 2 * s, nE), rows(self.W, 0, 2 * s, nE), rows(self.W, 2 * s, 2 * s, nE),
                   g, h1, h2] + bw
-        self.gtop = torch.empty((1, w), **f64)
-        self.btop = rows(Bw, 0, 1, 1)
-        self.fw, self.top, self.bw = fw, [rows(self.W, 0, 1, 1), self.gtop], bw
+        # PCR on the rows 0 mod step: level 0 reads the work rows, then compact ping-pong buffers
+        self.K = torch.empty((Lp, 2, mr, w), **f64)
+        self.invb = torch.empty((mr, w), **f64)
+        cA = [torch.zeros((mr + 2 * Pp, w), **f64) for _ in range(2)]
+        cC = [torch.zeros((mr + 2 * Pp, w), **f64) for _ in range(2)]
+        cB = [torch.ones((mr + 2 * Pp, w), **f64) for _ in range(2)]
+        cD = [torch.zeros((mr + 2 * Pp, w), **f64) for _ in range(2)]
+        self.pred, pcr = [], []
+        for level in range(Lp):
+            s = 1 << level
+            if level == 0:
+                A, C, B, D, st, pd = Aw, Cw, Bw, self.W, step, P
+            else:
+                k = (level - 1) % 2
+                A, C, B, D, st, pd = cA[k], cC[k], cB[k], cD[k], 1, Pp
+            last = level == Lp - 1
+            o = level % 2
+            self.pred.append((
+                rows(A, 0, st, mr, pd), rows(B, -s * st, st, mr, pd), self.K[level, 0],  # A_i, b_{i-s}, n1
+                rows(C, 0, st, mr, pd), rows(B, s * st, st, mr, pd), self.K[level, 1],  # C_i, b_{i+s}, n2
+                None if last else rows(cA[o], 0, 1, mr, Pp), rows(A, -s * st, st, mr, pd),  # A', A_{i-s}
+                None if last else rows(cC[o], 0, 1, mr, Pp), rows(C, s * st, st, mr, pd),  # C', C_{i+s}
+                rows(B, 0, st, mr, pd), rows(C, -s * st, st, mr, pd), rows(A, s * st, st, mr, pd),  # b, C_{i-s}, A_{i+s}
+                rows(cB[o], 0, 1, mr, Pp),  # b'
+            ))
+            out = rows(self.W, 0, step, mr) if last else rows(cD[o], 0, 1, mr, Pp)
+            pcr += [rows(D, 0, st, mr, pd), rows(D, -s * st, st, mr, pd), rows(D, s * st, st, mr, pd), out,
+                    self.K[level, 0], self.K[level, 1]]
+        self.bfin = rows(cB[(Lp - 1) % 2], 0, 1, mr, Pp)
+        self.fw, self.pcr, self.bw = fw, pcr + [self.invb], bw
         self.sm: list = []
         if periodic:
             self.A_c, self.C_c = corners  # -J[0, m-1], -J[m-1, 0] of each line (before the bands were zeroed)
@@ -372,8 +420,8 @@ class _Lines:
             self.sm = [self.mid[0], self.mid[m - 1], self.z, self.r, self.coef, self.f, self.f[None, :]]
 
     def lists(self) -> list:
-        """``[fw, top, bw, sm]`` for :func:`_cr`."""
-        return [self.fw, self.top, self.bw, self.sm]
+        """``[fw, pcr, bw, sm]`` for :func:`_cr`."""
+        return [self.fw, self.pcr, self.bw, self.sm]
 
     def reduce(self) -> None:
         """The multipliers of every level from the level-0 bands (once per Newton / time step)."""
@@ -399,9 +447,18 @@ class _Lines:
             BK.addcmul_(n2, Ap, value=-1.0)
             torch.mul(n1, Am, out=AK)
             torch.mul(n2, Cp, out=CK)
-        torch.reciprocal(self.btop, out=self.gtop)
+        for (A, Bm, n1, C, Bp, n2, A_out, Am, C_out, Cp, B, Cm, Ap, B_out) in self.pred:
+            torch.div(A, Bm, out=n1)
+            torch.div(C, Bp, out=n2)
+            if A_out is not None:
+                torch.mul(n1, Am, out=A_out)
+                torch.mul(n2, Cp, out=C_out)
+            torch.addcmul(B, n1, Cm, value=-1.0, out=B_out)
+            B_out.addcmul_(n2, Ap, value=-1.0)
+        torch.reciprocal(self.bfin, out=self.invb)
+        self.K[-1].mul_(self.invb)
         if self.periodic:
-            _CR(self.usm, self.mid, self.fw, self.top, self.bw, [])
+            _CR(self.usm, self.mid, self.fw, self.pcr, self.bw, [])
             self.z.copy_(self.mid)
             torch.addcmul(self.z[0], self.r, self.z[self.m - 1], out=self.coef)
             self.coef.add_(1.0).reciprocal_()  # 1 / (1 + v^T z)
