@@ -14,9 +14,11 @@ BiCGStab, right-preconditioned by the alternating-direction product ``P = (I + d
 the diagonal, ``A_y`` the N/S ones), so ``P^{-1} v`` is two batches of 1D tridiagonal solves, along
 ``y`` for every ``x``-line, then along ``x`` for every ``y``-line (FP: ``P^T``, the transposed line
 systems in the opposite order). HJB: from 0 to ``||r|| <= 1e-13 ||b||``; FP: from ``mu^n`` to
-``||r|| <= 1e-15 ||b||``; at most 60 iterations, a breakdown (``rho = 0`` or ``omega = 0``) restarts
-the shadow residual, and an unconverged solve is used as it is (HJB: Newton then needs another step,
-or reports a negative count; nothing falls back to numpy). The counts go to ``kernel.diagnostics``.
+``||r|| <= 1e-15 ||b||``; 60 iterations at most, a breakdown (``rho = 0``, ``omega = 0``) restarts
+the shadow residual. An HJB solve that has not converged is used as it is (Newton takes another step
+from the true residual, or reports a negative count); an FP solve restarts from its last iterate (up
+to 4 x 60 iterations). Nothing falls back to numpy. ``kernel.diagnostics``: ``newton_steps``,
+``krylov_iterations`` (totals over the sweep) and ``krylov_unconverged`` (solves that stopped short).
 
 Mass (FP). The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the
 solve, negatives of round-off size (``>= -1e-15 max mu``) are set to 0 and ``mu^{n+1}`` is scaled by
@@ -24,20 +26,23 @@ solve, negatives of round-off size (``>= -1e-15 max mu``) are set to 0 and ``mu^
 round-off, blocked nodes stay exactly 0 (their rows and columns are ``e_p``, and every operation
 below maps a zero there to a zero) and ``mu >= 0``.
 
-Line solves. Parallel cyclic reduction (PCR, as in the 1D kernels: at these sizes a torch op costs
-its dispatch), batched over all lines at once on the flat ``(y, x)`` array: along ``x`` an equation
-is coupled to ``p -+ s``, along ``y`` to ``p -+ s nx``. No padding is needed between lines: the
-coupling of a line's first (last) node to its predecessor (successor) is 0 -- a Neumann wall folds it
-onto the inner neighbour, a cut link has none, a periodic corner is split off by Sherman-Morrison as
-in 1D -- and PCR keeps such couplings exactly 0, so a line never sees its neighbour's numbers. The
-line systems are strictly diagonally dominant M-matrices (multipliers in [0, 1): stable), their
-multipliers are reduced once per Newton step (FP: per time step) and each preconditioner application
-only applies them (two fused multiply-adds per level). A blocked node is an identity row.
+Line solves (:class:`_Lines`). Every batch is stored with the line index slow -- the y-lines in the
+natural ``(y, x)`` array, the x-lines in its transpose (a copy each way per application) -- so every
+operation works on whole contiguous rows. Cyclic reduction halves the equations per level down to at
+most 16 per line, PCR solves those, back substitution recovers the rest: about ``5 n`` stored
+multipliers per batch instead of PCR's ``2 n log2(m)``, which is what a preconditioner application
+streams from memory (measured at 129^2: 0.8 against 1.0 ms per BiCGStab iteration with PCR on every
+level; see ``benchmarks/README.md``). The line systems are strictly diagonally dominant M-matrices
+(multipliers in [0, 1): stable); their multipliers are reduced once per Newton step (FP: per time
+step), an application only applies them. A blocked node is an identity row; a cut link, a Neumann
+wall (folded onto the inner neighbour) and a periodic corner (split off by Sherman-Morrison as in
+1D) leave no coupling beyond a line's end.
 
-Layout: vectors that are shifted (preconditioner inputs, matrix-vector inputs) live in flat buffers
-with zero pads of the largest stride on both sides; views of them are made once in the factory.
-A sweep's results are native on the kernel's device (numpy on the CPU); one host sync per Newton step
-and one per BiCGStab iteration. The kernels leave torch's thread settings alone.
+Layout: the matrix-vector inputs live in flat buffers with zero pads of ``2 nx`` on both sides; all
+views are made once in the factory, and the hot loops (BiCGStab, line solves, matrix-vector product)
+run as TorchScript over lists of them. A sweep's results are native on the kernel's device (numpy on
+the CPU); one host sync per Newton step and one per BiCGStab iteration. The kernels leave torch's
+thread settings alone.
 """
 
 from __future__ import annotations
@@ -398,7 +403,8 @@ class _Lines:
                 rows(C, 0, st, mr, pd), rows(B, s * st, st, mr, pd), self.K[level, 1],  # C_i, b_{i+s}, n2
                 None if last else rows(cA[o], 0, 1, mr, Pp), rows(A, -s * st, st, mr, pd),  # A', A_{i-s}
                 None if last else rows(cC[o], 0, 1, mr, Pp), rows(C, s * st, st, mr, pd),  # C', C_{i+s}
-                rows(B, 0, st, mr, pd), rows(C, -s * st, st, mr, pd), rows(A, s * st, st, mr, pd),  # b, C_{i-s}, A_{i+s}
+                rows(B, 0, st, mr, pd),  # b
+                rows(C, -s * st, st, mr, pd), rows(A, s * st, st, mr, pd),  # C_{i-s}, A_{i+s}
                 rows(cB[o], 0, 1, mr, Pp),  # b'
             ))
             out = rows(self.W, 0, step, mr) if last else rows(cD[o], 0, 1, mr, Pp)
