@@ -103,7 +103,7 @@ class _Bands:
     v_{d}``, ``D = 1 + sum_d band_d``, and ``b_x = 1 + band_W + band_E`` (``y`` alike) are the
     diagonals of ``I + dt A_x``, ``I + dt A_y``. On a periodic axis the wrap couplings (the line
     systems' corners) are copied out and zeroed in the bands. ``order`` is the row order of the four
-    bands in ``flat`` (chosen by the operator that reads them, so that its pairs of rows are views).
+    bands in ``flat`` (E/W and N/S adjacent, so that each diagonal is one product).
     """
 
     def __init__(self, c: checks.FDM2DConstants, lay: _Layout, order: str, periodic: tuple[bool, bool],
