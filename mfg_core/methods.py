@@ -144,8 +144,8 @@ def memory_estimate(problem, fp: str, coupling: str, options: Mapping[str, Any])
 
 
 # ---------------------------------------------------------------------------------------------
-# the built-in methods: all of them solve 2D problems too, on the numpy reference only
-_2D = dict(dims=(1, 2), backends_by_dim={2: ("numpy", "numba", "jax")})
+# the built-in methods: all of them solve 2D problems too, on every backend
+_2D = dict(dims=(1, 2), backends_by_dim={2: ("numpy", "numba", "jax", "torch")})
 _ANDERSON_OPTIONS = dict(thetaUM=0.5, anderson_depth=5, regularization=1e-12, restart_condition=1e10,
                          beta=0.7, accelerate="both", residual_check=True, residual_growth=1.0,
                          restart_on_reject=False, positivity=True, stall_check=True, stall_window=10)

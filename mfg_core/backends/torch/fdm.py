@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .. import checks
+from ._common import device_of, field, native
 
 _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
 _F64 = torch.float64
@@ -47,19 +48,14 @@ _F64 = torch.float64
 _FP_CHUNK = 16
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
-    """A float64 array as a tensor sharing its memory (a copy if it is read-only: torch would warn)."""
-    return torch.from_numpy(a) if a.flags.writeable else torch.tensor(a)
-
-
 def _levels(n: int) -> int:
     """PCR levels for ``n`` unknowns: strides ``1, 2, .., 2^(L-1)`` decouple every equation."""
     return max(1, math.ceil(math.log2(n)))
 
 
-def _neighbour_index(n: int, periodic: bool) -> torch.Tensor:
+def _neighbour_index(n: int, periodic: bool, device=None) -> torch.Tensor:
     """Indices of ``[u_{-1}, u_0, .., u_{n-1}, u_n]``: ghost reflection (Neumann) or wrap-around."""
-    idx = torch.arange(-1, n + 1)
+    idx = torch.arange(-1, n + 1, device=device)
     if periodic:
         return idx % n
     idx[0], idx[-1] = 1, n - 2
@@ -90,9 +86,9 @@ class _Store:
     """Rows of width ``w`` carved from one flat tensor, so that rows at a constant distance can be
     read or written as one strided ``(k, length)`` view: one tensor op serves ``k`` rows."""
 
-    def __init__(self, rows: int, w: int):
+    def __init__(self, rows: int, w: int, device):
         self.w = w
-        self.flat = torch.zeros(rows * w, dtype=_F64)
+        self.flat = torch.zeros(rows * w, dtype=_F64, device=device)
 
     def rows(self, first, k, col, length, row_step=1, col_shift=0):
         """Rows ``first, first + row_step, ..`` (``k`` of them) from column ``col``, row ``j``
@@ -125,61 +121,62 @@ class _NewtonBuffers:
     PCR level) are the lists :func:`_hjb_sweep` unpacks.
     """
 
-    def __init__(self, c: checks.FDMConstants):
+    def __init__(self, c: checks.FDMConstants, device: torch.device):
         n, periodic = c.shape[1], c.periodic
+        f64 = dict(dtype=_F64, device=device)
         dt, dx, nu, lam = c.dt, c.dx, c.nu, c.lam
         L = _levels(n)
         P = 1 << (L - 1)  # pad = largest stride
         R = 5 if periodic else 4  # rows per PCR buffer
         t = 2 * R  # distance of the rows [res, delta, u] checked together
         r_res, r_delta, r_u = 3, 3 + t, 3 + 2 * t
-        st = _Store(r_u + 6, n + 2 * P)
+        st = _Store(r_u + 6, n + 2 * P, device)
         for b0 in (0, R):
             st.row(b0 + 2, 0, n + 2 * P).fill_(1.0)
         # residual operands [u, base, G0, G1, Q0^2, Q1^2] on consecutive rows from u, where
         # base = u^{n+1} + dt S, G = [u_i - u_{i-1}, u_{i+1} - u_i], Q = [max(G0, 0), min(G1, 0)]
         u = st.row(r_u, P, n)
-        ext = torch.empty(n + 2, dtype=_F64)  # u with its ghost (or periodic) neighbours
+        ext = torch.empty(n + 2, **f64)  # u with its ghost (or periodic) neighbours
         # dt * (-nu Lap u + H_h(u)) = c_l (G0 - G1) + c_h (Q0^2 + Q1^2)
         c_l = dt * nu / (dx * dx)
         c_h = dt / (2.0 * lam * dx * dx)
         # [lower; upper] = base2 + K2 * Q. The Neumann fold of the ghost band into the inner one is
         # exact in this form: at a wall the ghost makes Q1 = -Q0.
         kq = dt / (dx * dx * lam)
-        base2 = torch.full((2, n), -c_l, dtype=_F64)
-        K2 = torch.tensor([[-kq], [kq]], dtype=_F64).repeat(1, n)
+        base2 = torch.full((2, n), -c_l, **f64)
+        K2 = torch.tensor([[-kq], [kq]], **f64).repeat(1, n)
         if not periodic:
             base2[0, 0], K2[0, 0], base2[1, 0], K2[1, 0] = 0.0, 0.0, -2.0 * c_l, 2.0 * kq
             base2[1, -1], K2[1, -1], base2[0, -1], K2[0, -1] = 0.0, 0.0, -2.0 * c_l, -2.0 * kq
-        mult = torch.empty((2, n), dtype=_F64)
+        mult = torch.empty((2, n), **f64)
         fin = 0 if L % 2 == 0 else R  # the buffer the last level writes
         self.common = [
             u,
             st.row(r_u + 1, P, n),  # base
             ext,
-            _neighbour_index(n, periodic),
+            _neighbour_index(n, periodic, device),
             ext.as_strided((2, n), (1, 1), 1),  # [u_i, u_{i+1}]
             ext.as_strided((2, n), (1, 1), 0),  # [u_{i-1}, u_i]
             st.rows(r_u + 2, 2, P, n),  # G
-            torch.tensor([[0.0], [-math.inf]], dtype=_F64),  # clamp bounds of G -> Q
-            torch.tensor([[math.inf], [0.0]], dtype=_F64),
-            torch.empty((2, n), dtype=_F64),  # Q
+            torch.tensor([[0.0], [-math.inf]], **f64),  # clamp bounds of G -> Q
+            torch.tensor([[math.inf], [0.0]], **f64),
+            torch.empty((2, n), **f64),  # Q
             st.rows(r_u + 4, 2, P, n),  # Q^2
             st.rows(r_u, 6, P, n).T,  # the residual operands as columns
-            torch.tensor([1.0, -1.0, c_l, -c_l, c_h, c_h], dtype=_F64),  # ... and their weights
+            torch.tensor([1.0, -1.0, c_l, -c_l, c_h, c_h], **f64),  # ... and their weights
             st.row(r_res, P, n),  # res (= d_1 of the first PCR buffer)
             st.rows(r_res, 3, P, n, row_step=t),  # [res, delta, u]
-            torch.empty((3, n), dtype=_F64),  # |[res, delta, u]|
+            torch.empty((3, n), **f64),  # |[res, delta, u]|
             base2,
             K2,
             st.rows(0, 2, P, n),  # [a; c] of level 0 (the bands)
-            torch.ones(n, dtype=_F64),
-            torch.tensor([-1.0, -1.0], dtype=_F64),
+            torch.ones(n, **f64),
+            torch.tensor([-1.0, -1.0], **f64),
             st.row(2, P, n),  # b of level 0 (the diagonal)
             mult,
             mult[0],
             mult[1],
-            torch.zeros((), dtype=_F64),
+            torch.zeros((), **f64),
             st.row(fin + 3, P, n),  # d_1 after the last level
             st.row(fin + 2, P, n),  # b after the last level
             st.row(r_delta, P, n),  # delta
@@ -205,12 +202,12 @@ class _NewtonBuffers:
         self.cyclic: list = []
         if periodic:
             w = st.w
-            yz = torch.empty((2, n), dtype=_F64)
-            e0 = torch.zeros(n, dtype=_F64)
+            yz = torch.empty((2, n), **f64)
+            e0 = torch.zeros(n, **f64)
             e0[0] = 1.0
             self.cyclic = [
                 st.flat,
-                torch.tensor([P, w + P + n - 1, 2 * w + P]),  # lower[0] = J[0,N-1], upper[-1], diag[0]
+                torch.tensor([P, w + P + n - 1, 2 * w + P], device=device),  # lower[0] = J[0,N-1], upper[-1], diag[0]
                 st.rows(0, 2, P, 1, col_shift=n - 1),  # the corners [lower[0]; upper[-1]]
                 st.row(2, P, 1),  # diag[0]
                 st.row(2, P + n - 1, 1),  # diag[-1]
@@ -308,24 +305,34 @@ def _hjb_sweep(U: torch.Tensor, src: torch.Tensor, dt: float, newton_tol: float,
     return its
 
 
-def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
+def _is_2d(scheme) -> bool:
+    return getattr(getattr(scheme, "grid", None), "dim", 1) == 2
+
+
+def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu"):
     """The backward HJB sweep on ``scheme``: ``sweep(source, terminal) -> (U, newton_its)``; same
-    contract as :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep` (numpy float64 in and out)."""
+    contract as :func:`mfg_core.backends.numpy.fdm.make_hjb_sweep`, ``U`` native on ``device`` (the
+    numpy array on the CPU). A 2D scheme gets :func:`mfg_core.backends.torch.fdm2d.make_hjb_sweep`."""
+    if _is_2d(scheme):
+        from . import fdm2d
+
+        return fdm2d.make_hjb_sweep(scheme, newton_tol=newton_tol, newton_maxiter=newton_maxiter, device=device)
     c = checks.fdm_constants(scheme, "torch", "HJB sweep", newton_tol, newton_maxiter)
+    dev = device_of(device)
     with torch.inference_mode():
-        nb = _NewtonBuffers(c)
+        nb = _NewtonBuffers(c, dev)
     run = _scripted(_hjb_sweep)
     lock = threading.Lock()
 
     def sweep(source, terminal):
-        source = checks.field("source", source, c.shape)
-        terminal = checks.field("terminal", terminal, c.shape[1:])
-        U = np.empty(c.shape)
-        U[-1] = terminal
         with lock, torch.inference_mode():
-            its = run(torch.from_numpy(U), _tensor(source), c.dt, c.newton_tol, c.newton_maxiter,
+            src = field("source", source, c.shape, dev, checks.field)
+            term = field("terminal", terminal, c.shape[1:], dev, checks.field)
+            U = torch.empty(c.shape, dtype=_F64, device=dev)
+            U[-1] = term
+            its = run(U, src, c.dt, c.newton_tol, c.newton_maxiter,
                       _ROUNDOFF, c.periodic, nb.common, nb.cyclic, nb.steps)
-        return U, np.asarray(its, dtype=np.int64)
+        return native(U), np.asarray(its, dtype=np.int64)
 
     return sweep
 
@@ -371,9 +378,10 @@ def _fp_steps(mu_rows: List[torch.Tensor], T1: int, L: int, first: torch.Tensor,
             out.addcmul_(z_rows[j], torch.dot(ends[j + 1], coef_rows[j]), value=-1.0)
 
 
-def make_fp_sweep(scheme):
+def make_fp_sweep(scheme, *, device="cpu"):
     """The forward FP sweep on ``scheme`` (adjoint scheme, mass variables): ``sweep(U, mu0) -> mu``;
-    same contract as :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`.
+    same contract as :func:`mfg_core.backends.numpy.fdm.make_fp_sweep`, ``mu`` native on ``device``.
+    A 2D scheme gets :func:`mfg_core.backends.torch.fdm2d.make_fp_sweep`.
 
     PCR's multipliers of ``chunk`` time steps are computed batched (signs flipped, ``A = -lower``,
     ``C = -upper >= 0``: ``n1 = A_i / b_{i-s}``, ``n2 = C_i / b_{i+s}``, ``A' = n1 A_{i-s}``,
@@ -382,7 +390,13 @@ def make_fp_sweep(scheme):
     include the final ``1 / b``). Periodic: the Sherman-Morrison vector ``z`` of every step is reduced
     in the same batched pass, which leaves 2 ops per step for the correction.
     """
+    if _is_2d(scheme):
+        from . import fdm2d
+
+        return fdm2d.make_fp_sweep(scheme, device=device)
     c = checks.fdm_constants(scheme, "torch", "FP sweep")
+    dev = device_of(device)
+    f64 = dict(dtype=_F64, device=dev)
     dt, dx, nu, lam, periodic = c.dt, c.dx, c.nu, c.lam, c.periodic
     nt1, n = c.shape
     nt = nt1 - 1
@@ -394,7 +408,7 @@ def make_fp_sweep(scheme):
     ghosts = (n - 1, 0) if periodic else (1, n - 2)  # the columns of u_{-1}, u_N
     with torch.inference_mode():
         # padded rows: 0 holds mu[t] (level 0's input), 1 and 2 ping-pong between levels
-        scratch = torch.zeros((3, w), dtype=_F64)
+        scratch = torch.zeros((3, w), **f64)
         rows = [0] + [1 + level % 2 for level in range(L - 1)]  # the row each level reads
         views = [(scratch[r, mid], scratch[r, P - (1 << level):P - (1 << level) + n],
                   scratch[r, P + (1 << level):P + (1 << level) + n], scratch[1 + level % 2, mid])
@@ -402,26 +416,24 @@ def make_fp_sweep(scheme):
         inner = [v for level_views in views[:-1] for v in level_views]
         last = list(views[-1][:3])
         first = scratch[0, mid]
-        A, C, B = (torch.zeros((2, T, w), dtype=_F64) for _ in range(3))
+        A, C, B = (torch.zeros((2, T, w), **f64) for _ in range(3))
         B.fill_(1.0)
-        K = torch.empty((T, L, 2, n), dtype=_F64)  # multipliers n1, n2 of every step and level
+        K = torch.empty((T, L, 2, n), **f64)  # multipliers n1, n2 of every step and level
         K_rows = K.view(T * L * 2, n).unbind(0)  # row (j, level, 0/1) at (2 L j + 2 level + 0/1)
         if periodic:
-            Z = torch.zeros((2, T, w), dtype=_F64)
-            sm_coef = torch.empty((T, 2), dtype=_F64)
-            zfin = torch.empty((T, n), dtype=_F64)
+            Z = torch.zeros((2, T, w), **f64)
+            sm_coef = torch.empty((T, 2), **f64)
+            zfin = torch.empty((T, n), **f64)
             coef_rows, z_rows = sm_coef.unbind(0), zfin.unbind(0)
     step_fn = _scripted(_fp_steps)
     lock = threading.Lock()
 
     def sweep(U, mu0):
-        U = checks.field("U", U, c.shape)
-        mu0 = checks.field("mu0", mu0, c.shape[1:])
-        mu = np.empty(c.shape)
-        mu[0] = mu0
         with lock, torch.inference_mode():
-            Ut = _tensor(U)
-            mu_t = torch.from_numpy(mu)
+            Ut = field("U", U, c.shape, dev, checks.field)
+            mu0 = field("mu0", mu0, c.shape[1:], dev, checks.field)
+            mu_t = torch.empty(c.shape, **f64)
+            mu_t[0] = mu0
             mu_rows = mu_t.unbind(0)
             ends = mu_t.as_strided((nt1, 2), (n, n - 1), 0).unbind(0) if periodic else []  # [mu_0, mu_-1]
             for t0 in range(0, nt, T):
@@ -465,6 +477,6 @@ def make_fp_sweep(scheme):
                 step_fn(mu_rows[t0:t0 + T1 + 1], T1, L, first, inner, last, K_rows, inv_b.unbind(0), periodic,
                         z_rows if periodic else [], ends[t0:t0 + T1 + 1] if periodic else [],
                         coef_rows if periodic else [])
-        return mu
+        return native(mu_t)
 
     return sweep
