@@ -144,7 +144,7 @@ def kde_on_grid(samples, grid, bandwidth: str | float = "scott", backend: str | 
     else:
         h, scale = bw, False
     dens = be.make_kde(grid_from_nodes(grid, boundary))(X, h, scale)
-    dens = np.asarray(dens, dtype=np.float64)
+    dens = np.asarray(be.to_host(dens), dtype=np.float64)
     if not np.all(np.isfinite(dens)):
         raise FloatingPointError(f"kde_on_grid on backend {be.name!r} produced NaN or inf")
     return dens
@@ -194,7 +194,7 @@ def kde_on_grid_2d(samples, x, y, bandwidth: str | float = "scott", backend: str
     else:
         h, scale = bw, False
     be = get_backend(backend)
-    dens = np.asarray(be.make_kde(Grid(tuple(axes)))(X, h, scale), dtype=np.float64)
+    dens = np.asarray(be.to_host(be.make_kde(Grid(tuple(axes)))(X, h, scale)), dtype=np.float64)
     if not np.all(np.isfinite(dens)):
         raise FloatingPointError(f"kde_on_grid_2d on backend {be.name!r} produced NaN or inf")
     return dens

@@ -6,7 +6,7 @@ r"""One registry of the solver methods: Fokker-Planck methods and coupling metho
 
 Each :class:`Method` says what builds it (an import path, imported on first use), its options with
 their defaults, the backends and dimensions it runs on (``backends_by_dim`` narrows the backends for
-a dimension: every built-in method solves 2D problems, on numpy only), and -- for a coupling method -- the defaults
+a dimension), and -- for a coupling method -- the defaults
 it imposes on the FP method's options (``anderson`` needs a deterministic map, so its particle
 solver uses common random numbers unless told otherwise). Everything that names methods reads this
 registry: :func:`mfg_core.solve`, the workflow's schema checks and wildcard constraints, the
@@ -37,7 +37,7 @@ class Method:
     options: Mapping[str, Any] = field(default_factory=dict)
     backends: tuple[str, ...] | None = None  # None: every registered backend
     dims: tuple[int, ...] = (1,)
-    #: per dimension, the backends it runs on there, where fewer than ``backends`` (2D: numpy only)
+    #: per dimension, the backends it runs on there, where fewer than ``backends``
     backends_by_dim: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     fp_defaults: Mapping[str, Any] = field(default_factory=dict)  # coupling methods only
     #: whether it solves problems with an obstacle (2D)

@@ -35,7 +35,7 @@ The error of ``M`` is the Monte-Carlo/KDE trade-off: bias ``~ h^2 m''/2`` (plus 
 smoothing and the ``O(dt)`` weak error of Euler-Maruyama) and standard deviation
 ``~ sqrt(m / (2 sqrt(pi) N h))``; Scott's rule ``h ~ N^(-1/5)`` balances them at ``O(N^(-2/5))``.
 
-Two dimensions (numpy backend). The same scheme per axis on the rectangle: ``dX = -grad u / lam dt +
+Two dimensions (every backend; the numpy reference in ``backends/numpy/particles2d.py``). The same scheme per axis on the rectangle: ``dX = -grad u / lam dt +
 sigma dW`` in R^2, the nodal gradient by centred differences along each axis (the normal component
 0 on a Neumann wall), interpolated bilinearly, each coordinate reflected or wrapped by its axis'
 rule, and the 2D binned FFT KDE (:mod:`mfg_core.backends.numpy.particles2d`: bilinear binning,

@@ -31,8 +31,7 @@ def require(what: str, grid: Grid, backend: str, dims: tuple[int, ...] = (1,)) -
         raise ValueError(f"{what}: expected a mfg_core.grid.Grid, got {type(grid).__name__}")
     if grid.dim not in dims:
         have = " and ".join(f"{d}D" for d in dims)
-        raise ValueError(f"backend {backend!r} has no {grid.dim}D {what} kernel (it has {have} only); "
-                         "2D problems run on the numpy backend")
+        raise ValueError(f"backend {backend!r} has no {grid.dim}D {what} kernel (it has {have} only)")
 
 
 class FDMConstants(NamedTuple):

@@ -1,6 +1,7 @@
 """MFGProblem in 2D: grid, weights, shapes, parameters, obstacles, the registry's 2D entries, and a
 ValueError naming the parameter for every bad 2D input."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -163,17 +164,23 @@ def test_lq2d_closed_form_is_the_sum_and_product_of_the_1d_ones():
         assert np.allclose(np.diff(ex.U[sl] - one.U, axis=1), 0.0, atol=1e-12)  # sum: offset constant in this one
 
 
-def test_methods_solve_2d_on_numpy_only():
+def test_methods_solve_2d_on_every_backend():
     for kind, name in (("hjb", "fdm"), ("fp", "fdm"), ("fp", "particle"), ("coupling", "damping"),
                        ("coupling", "anderson")):
         m = methods.get(kind, name)
-        assert 2 in m.dims and m.runs_on(2) == ("numpy",)
-        assert m.runs_on(1) == m.runs_on()
-        m.check("numpy", 2)
-        m.check("numba", 1)
-        with pytest.raises(ValueError, match=rf"{kind} method '{name}' solves 2D problems only on backend\(s\) "
-                                             r"\['numpy'\], not on 'jax'"):
-            m.check("jax", 2)
+        assert 2 in m.dims and m.runs_on(2) == m.runs_on(1) == m.runs_on()
+        for backend in ("numpy", "numba", "jax", "torch"):
+            m.check(backend, 2)
+
+
+def test_a_method_narrowed_in_2d_refuses_the_other_backends_by_name():
+    m = dataclasses.replace(methods.get("coupling", "damping"), backends_by_dim={2: ("numpy",)})
+    assert m.runs_on(2) == ("numpy",)
+    m.check("numpy", 2)
+    m.check("jax", 1)
+    with pytest.raises(ValueError, match=r"coupling method 'damping' solves 2D problems only on backend\(s\) "
+                                         r"\['numpy'\], not on 'jax'"):
+        m.check("jax", 2)
 
 
 def test_solve_2d_result_and_xarray_on_t_y_x():

@@ -3,7 +3,6 @@
 Measured numbers in comments are from Nx = Nt = 50 on numpy (the assertions have margins).
 """
 
-import math
 
 import numpy as np
 import pytest

@@ -63,7 +63,7 @@ def test_lq_exact_solution_satisfies_the_pde():
     """Residuals of HJB and FP of the closed form, by centred differences, are small."""
     p = mc.problems.load("lq", Nx=400, Nt=400)
     U, M = p.exact_solution()
-    x, t, nu, dx, dt = p.x, p.t, p.nu, p.dx, p.dt
+    nu, dx, dt = p.nu, p.dx, p.dt
     i, n = slice(1, -1), slice(1, -1)
     ut = (U[2:, i] - U[:-2, i]) / (2 * dt)
     ux = (U[n, 2:] - U[n, :-2]) / (2 * dx)

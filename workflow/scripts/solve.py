@@ -10,7 +10,6 @@ The batch directory appears only when every store in it is complete (written ato
 
 import shutil
 import time
-from pathlib import Path
 
 from mfg_study import jobs
 

@@ -483,7 +483,7 @@ class _Operator:
     """
 
     def __init__(self, lay: _Layout, bands: _Bands, transpose: bool):
-        n, pad, nx, ny = lay.n, lay.pad, lay.nx, lay.ny
+        n, nx, ny = lay.n, lay.nx, lay.ny
         f64 = lay.f64
         self.lay = lay
         off, flat = bands.off, bands.flat

@@ -1,0 +1,138 @@
+"""2D kernels on every installed backend: ``python -m benchmarks 2d``.
+
+FDM: the HJB sweep (Newton per time step, each Newton step a BiCGStab solve on the backends that
+have one, a sparse LU on numpy) and the FP sweep of ``evacuation2d`` (congestion around a pillar:
+the obstacle is in the grid) at ``Nx = Ny = N`` for ``N`` in ``SIZES``, ``Nt = NT``, evaluated at
+the density ``M = m0``. Particles: the FP sweep of ``lq2d`` with ``PARTICLES`` particles at the
+same sizes (a product-Gaussian KDE by FFT on the grid). Each sweep is timed ``REPEATS`` times after
+one warm-up (jit compilation); the median is reported per time step, with the Newton steps and
+Krylov iterations per step where the kernel counts them, the speed-up over numpy and the largest
+difference from numpy's result (relative to ``max|numpy|``; the particles' random increments are
+the same numbers on every backend, so the difference is the kernels' round-off and binning).
+
+Targets (reported, not asserted): at ``N = 128`` numba at least 20x numpy on the FDM step (HJB +
+FP), jax and torch within 3x of numba. Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import statistics
+import time
+
+import numpy as np
+
+import mfg_core as mc
+from mfg_core import backends
+
+from ._table import write_table
+
+SIZES = (64, 128, 256)
+NT = 16
+REPEATS = 3
+PARTICLES = 100_000
+#: numpy's direct solves at 256^2 take minutes per sweep; it is timed up to this size
+NUMPY_MAX = 128
+TARGET_N = 128
+NUMBA_SPEEDUP_TARGET = 20.0
+WITHIN_NUMBA_TARGET = 3.0
+
+
+def _median_time(fn, repeats: int = REPEATS):
+    out = fn()  # warm-up: compilation, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _relative(a, ref) -> float:
+    if ref is None:
+        return math.nan
+    return float(np.max(np.abs(np.asarray(a) - ref)) / max(float(np.max(np.abs(ref))), 1e-300))
+
+
+def _fdm(N: int, backend: str, reference: dict) -> dict:
+    problem = mc.problems.load("evacuation2d", Nx=N, Ny=N, Nt=NT)
+    hjb = mc.HJBFDMSolver(problem, backend)
+    fp = mc.FPFDMSolver(problem, backend)
+    M0 = np.broadcast_to(problem.m_init, problem.shape).copy()
+    t_hjb, U = _median_time(lambda: hjb.solve(M0))
+    diag = dict(hjb.diagnostics)
+    t_fp, M = _median_time(lambda: fp.solve(U if backend == "numpy" else reference.get("U", U)))
+    newton = int(np.sum(hjb.newton_iterations))
+    row = {"kind": "fdm", "N": N, "backend": backend,
+           "hjb_ms_per_step": 1e3 * t_hjb / NT, "fp_ms_per_step": 1e3 * t_fp / NT,
+           "step_ms": 1e3 * (t_hjb + t_fp) / NT,
+           "newton_per_step": newton / NT,
+           "krylov_per_newton": (diag.get("krylov_iterations", math.nan) / newton) if newton else math.nan,
+           "diff_U": _relative(U, reference.get("U")), "diff_M": _relative(M, reference.get("M"))}
+    if backend == "numpy":
+        reference.update(U=U, M=M)
+    return row
+
+
+def _particles(N: int, backend: str, reference: dict) -> dict:
+    problem = mc.problems.load("lq2d", Nx=N, Ny=N, Nt=NT)
+    U = reference.setdefault("U_lq", mc.HJBFDMSolver(problem, "numba" if "numba" in backends.available()
+                                                    else "numpy").solve(
+        np.broadcast_to(problem.m_init, problem.shape).copy()))
+    fp = mc.FPParticleSolver(problem, num_particles=PARTICLES, seed=0, backend=backend)
+    t, M = _median_time(lambda: fp.solve(U))
+    row = {"kind": "particles", "N": N, "backend": backend, "fp_ms_per_step": 1e3 * t / NT,
+           "step_ms": 1e3 * t / NT, "diff_M": _relative(M, reference.get("M_particles"))}
+    if backend == "numpy":
+        reference["M_particles"] = M
+    return row
+
+
+def main(outdir: pathlib.Path) -> list[dict]:
+    have = [b for b in ("numpy", "numba", "jax", "torch") if b in backends.available()]
+    rows = []
+    for N in SIZES:
+        for kind, run in (("fdm", _fdm), ("particles", _particles)):
+            reference: dict = {}
+            here = []
+            for backend in have:
+                if backend == "numpy" and kind == "fdm" and N > NUMPY_MAX:
+                    continue
+                try:
+                    here.append(run(N, backend, reference))
+                except ValueError as exc:  # a backend without 2D kernels says so
+                    here.append({"kind": kind, "N": N, "backend": backend, "note": str(exc)[:120]})
+            base = {r["backend"]: r.get("step_ms") for r in here}
+            for r in here:
+                ms = r.get("step_ms")
+                r["vs_numpy"] = base["numpy"] / ms if ms and base.get("numpy") else math.nan
+                r["vs_numba"] = ms / base["numba"] if ms and base.get("numba") else math.nan
+                print(f"  {kind:9s} N={N:4d} {r['backend']:6s} step {ms or math.nan:9.2f} ms  "
+                      f"x{r['vs_numpy']:.1f} vs numpy  {r['vs_numba']:.2f} of numba", flush=True)
+            rows += here
+    for r in rows:
+        target = ""
+        if r["kind"] == "fdm" and r["N"] == TARGET_N and r.get("step_ms"):
+            if r["backend"] == "numba":
+                target = (f"numba >= {NUMBA_SPEEDUP_TARGET:g}x numpy: "
+                          + ("met" if r["vs_numpy"] >= NUMBA_SPEEDUP_TARGET else "missed"))
+            elif r["backend"] in ("jax", "torch"):
+                target = (f"within {WITHIN_NUMBA_TARGET:g}x numba: "
+                          + ("met" if r["vs_numba"] <= WITHIN_NUMBA_TARGET else "missed"))
+        r["target"] = target
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    columns = ["kind", "N", "backend", "hjb_ms_per_step", "fp_ms_per_step", "step_ms", "newton_per_step",
+               "krylov_per_newton", "vs_numpy", "vs_numba", "diff_U", "diff_M", "target"]
+    rows = [{c: r.get(c, math.nan if c not in ("target", "note") else "") for c in columns + ["note"]}
+            for r in rows]
+    write_table(outdir, "2d", rows, title="2D sweeps per time step, every installed backend",
+                notes=[f"FDM: `evacuation2d` (obstacle included) at `Nx = Ny = N`, `Nt = {NT}`, HJB at "
+                       f"`M = m0`, FP at numpy's `U`; particles: `lq2d`, {PARTICLES:,} particles. Median of "
+                       f"{REPEATS} runs after a warm-up, ms per time step; numpy's FDM timed up to N = "
+                       f"{NUMPY_MAX} (direct sparse LU per Newton step). diff: max|X - X_numpy| / "
+                       "max|X_numpy|.",
+                       f"Load average at the end: {load} ({os.cpu_count()} cores, shared)."],
+                columns=columns + (["note"] if any(r["note"] for r in rows) else []))
+    return rows
