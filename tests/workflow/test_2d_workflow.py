@@ -55,9 +55,22 @@ def test_convergence_on_lq2d(study2d):
     assert t["order_U_max"].iloc[-1] >= 0.9 and t["error_M_max"].iloc[-1] < 0.05
 
 
-def test_particles_in_a_room_with_an_obstacle_are_refused_before_any_job(run_snakemake, tmp_path):
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text(yaml.safe_dump({**TINY2D, "exclude": []}))
+def test_particles_in_a_room_with_an_obstacle_are_left_out_as_not_applicable(run_snakemake, tmp_path):
+    """The cross product leaves out what the registry says does not exist (particles reflect only at
+    the rectangle's walls), names it, and plans every other run; a study of nothing else is refused."""
+    from mfg_study import plan
+
+    config = {**TINY2D, "exclude": [], "skip_unavailable": False}
+    problems = {label: plan.build_problem(plan.problem_settings(label, spec), f"problems.{label}")
+                for label, spec in TINY2D["problems"].items()}
+    runs, skipped = plan.plan_runs(config, problems)
+    assert {(s["problem"], s["fp"]) for s in skipped} == {("room", "particle")}
+    assert all("not applicable" in s["reason"] and "obstacle" in s["reason"] for s in skipped)
+    assert len(runs) == 6 and ("room", "particle") not in {(r["problem"], r["fp"]) for r in runs}
+
+    cfg = tmp_path / "room_particles.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY2D, "problems": {"room": TINY2D["problems"]["room"]},
+                                   "fp_methods": ["particle"], "exclude": [], "convergence": {}}))
     proc = run_snakemake("-n", "--cores", "1", "--configfile", cfg, "--directory", tmp_path, timeout=120)
     err = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "fp_methods: " in err and "obstacle" in err, err[-3000:]
+    assert proc.returncode != 0 and "no run is left" in err and "obstacle" in err, err[-3000:]

@@ -92,7 +92,8 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
                         cols(not_converged, keep=["problem", "fp", "coupling", "backend", "status", "iterations",
                                                   "final_residual", "reason"]))]
                       if len(not_converged) else [])
-                   + ([("Not run here (skip_unavailable)", pd.DataFrame(sm.params.skipped))]
+                   + ([("Not run: combinations that do not exist (not applicable) and backends missing here "
+                        "(skip_unavailable)", pd.DataFrame(sm.params.skipped))]
                       if sm.params.skipped else [])},
         {"id": "mass", "title": "Mass conservation",
          "text": "Mass deviation = max over t of |mass(t) - 1| of the final density, in percent; the iteration "
