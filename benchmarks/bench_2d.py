@@ -11,7 +11,9 @@ difference from numpy's result (relative to ``max|numpy|``; the particles' rando
 the same numbers on every backend, so the difference is the kernels' round-off and binning).
 
 Targets (reported, not asserted): at ``N = 128`` numba at least 20x numpy on the FDM step (HJB +
-FP), jax and torch within 3x of numba. Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
+FP), jax and torch within 3x of numba. ``iteration_s`` is one Picard iteration's kernels (an HJB
+and an FP sweep over the ``NT`` time steps); ``compile_s`` the warm-up's excess over the median.
+Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mfg_core import backends
 from ._table import write_table
 
 SIZES = (64, 128, 256)
-NT = 16
+NT = 50
 REPEATS = 3
 PARTICLES = 100_000
 #: numpy's direct solves at 256^2 take minutes per sweep; it is timed up to this size
@@ -41,13 +43,18 @@ WITHIN_NUMBA_TARGET = 3.0
 
 
 def _median_time(fn, repeats: int = REPEATS):
-    out = fn()  # warm-up: compilation, caches
+    """``(median seconds, compile seconds, result)``: the warm-up's excess over the median is the
+    one-off cost (jit compilation, first-touch allocation)."""
+    start = time.perf_counter()
+    out = fn()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+    median = statistics.median(times)
+    return median, max(first - median, 0.0), out
 
 
 def _relative(a, ref) -> float:
@@ -61,13 +68,13 @@ def _fdm(N: int, backend: str, reference: dict) -> dict:
     hjb = mc.HJBFDMSolver(problem, backend)
     fp = mc.FPFDMSolver(problem, backend)
     M0 = np.broadcast_to(problem.m_init, problem.shape).copy()
-    t_hjb, U = _median_time(lambda: hjb.solve(M0))
+    t_hjb, c_hjb, U = _median_time(lambda: hjb.solve(M0))
     diag = dict(hjb.diagnostics)
-    t_fp, M = _median_time(lambda: fp.solve(U if backend == "numpy" else reference.get("U", U)))
+    t_fp, c_fp, M = _median_time(lambda: fp.solve(U if backend == "numpy" else reference.get("U", U)))
     newton = int(np.sum(hjb.newton_iterations))
     row = {"kind": "fdm", "N": N, "backend": backend,
            "hjb_ms_per_step": 1e3 * t_hjb / NT, "fp_ms_per_step": 1e3 * t_fp / NT,
-           "step_ms": 1e3 * (t_hjb + t_fp) / NT,
+           "step_ms": 1e3 * (t_hjb + t_fp) / NT, "iteration_s": t_hjb + t_fp, "compile_s": c_hjb + c_fp,
            "newton_per_step": newton / NT,
            "krylov_per_newton": (diag.get("krylov_iterations", math.nan) / newton) if newton else math.nan,
            "diff_U": _relative(U, reference.get("U")), "diff_M": _relative(M, reference.get("M"))}
@@ -82,9 +89,10 @@ def _particles(N: int, backend: str, reference: dict) -> dict:
                                                     else "numpy").solve(
         np.broadcast_to(problem.m_init, problem.shape).copy()))
     fp = mc.FPParticleSolver(problem, num_particles=PARTICLES, seed=0, backend=backend)
-    t, M = _median_time(lambda: fp.solve(U))
+    t, c, M = _median_time(lambda: fp.solve(U))
     row = {"kind": "particles", "N": N, "backend": backend, "fp_ms_per_step": 1e3 * t / NT,
-           "step_ms": 1e3 * t / NT, "diff_M": _relative(M, reference.get("M_particles"))}
+           "step_ms": 1e3 * t / NT, "iteration_s": t, "compile_s": c,
+           "diff_M": _relative(M, reference.get("M_particles"))}
     if backend == "numpy":
         reference["M_particles"] = M
     return row
@@ -123,14 +131,16 @@ def main(outdir: pathlib.Path) -> list[dict]:
                           + ("met" if r["vs_numba"] <= WITHIN_NUMBA_TARGET else "missed"))
         r["target"] = target
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    columns = ["kind", "N", "backend", "hjb_ms_per_step", "fp_ms_per_step", "step_ms", "newton_per_step",
+    columns = ["kind", "N", "backend", "hjb_ms_per_step", "fp_ms_per_step", "step_ms", "iteration_s",
+               "compile_s", "newton_per_step",
                "krylov_per_newton", "vs_numpy", "vs_numba", "diff_U", "diff_M", "target"]
     rows = [{c: r.get(c, math.nan if c not in ("target", "note") else "") for c in columns + ["note"]}
             for r in rows]
     write_table(outdir, "2d", rows, title="2D sweeps per time step, every installed backend",
                 notes=[f"FDM: `evacuation2d` (obstacle included) at `Nx = Ny = N`, `Nt = {NT}`, HJB at "
                        f"`M = m0`, FP at numpy's `U`; particles: `lq2d`, {PARTICLES:,} particles. Median of "
-                       f"{REPEATS} runs after a warm-up, ms per time step; numpy's FDM timed up to N = "
+                       f"{REPEATS} runs after a warm-up, ms per time step and s per Picard iteration (one HJB and one FP "
+                       f"sweep; particles: the FP sweep), compile_s: the warm-up's excess; numpy's FDM timed up to N = "
                        f"{NUMPY_MAX} (direct sparse LU per Newton step). diff: max|X - X_numpy| / "
                        "max|X_numpy|.",
                        f"Load average at the end: {load} ({os.cpu_count()} cores, shared)."],
