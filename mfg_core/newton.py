@@ -186,15 +186,33 @@ class SystemData:
                    np.asarray(problem.weights), problem.F, problem.dF)
 
 
+def discrete_system(scheme: Scheme, data: SystemData, coupling_scale: float = 1.0):
+    """The discrete system of ``scheme``'s dimension: :class:`DiscreteSystem` (1D) or
+    :class:`mfg_core.newton2d.DiscreteSystem2D` (2D); both have the interface the rule and the
+    linear solvers use."""
+    dim = getattr(getattr(scheme, "grid", None), "dim", None)
+    if dim == 1:
+        return DiscreteSystem(scheme, data, coupling_scale)
+    if dim == 2:
+        from .newton2d import DiscreteSystem2D
+
+        return DiscreteSystem2D(scheme, data, coupling_scale)
+    raise ValueError(f"the Newton system needs a 1D or 2D scheme, got {type(scheme).__name__}"
+                     + (f" on a {dim}D grid" if dim is not None else ""))
+
+
 class DiscreteSystem:
-    """``F(z)`` and ``F'(z)`` of the discrete MFG system on ``scheme`` (see the module docstring).
+    """``F(z)`` and ``F'(z)`` of the 1D discrete MFG system on ``scheme`` (see the module docstring).
 
     ``coupling_scale`` multiplies ``F`` (continuation in the coupling strength).
     """
 
+    dim = 1
+
     def __init__(self, scheme: Scheme, data: SystemData, coupling_scale: float = 1.0):
         if scheme.grid.dim != 1:
-            raise ValueError(f"the Newton system is 1D only, got a {scheme.grid.dim}D grid")
+            raise ValueError(f"DiscreteSystem is the 1D system, got a {scheme.grid.dim}D grid "
+                             "(discrete_system picks the 2D one)")
         self.scheme = scheme
         self.data = data
         self.scale = float(coupling_scale)
@@ -468,7 +486,9 @@ _gttrs = lapack.dgttrs
 def _relative_change(new: np.ndarray, old: np.ndarray, w: np.ndarray) -> float:
     """The loop's relative change ``||new - old|| / ||new||`` (space-time L2 with the quadrature weights;
     the ``dt`` cancels), in single-threaded einsum passes."""
-    d = new - old
+    n = new.shape[0]
+    new, w = new.reshape(n, -1), np.asarray(w).ravel()
+    d = new - old.reshape(n, -1)
     num = float(np.einsum("ij,j,ij->", d, w, d))
     den = float(np.einsum("ij,j,ij->", new, w, new))
     return math.sqrt(num) / max(math.sqrt(den), 1e-300)
@@ -607,7 +627,7 @@ class _Stage:
         elif rule.continuation == "coupling":
             self.value = 1.0 if self.target else rule._start + t * (1.0 - rule._start)
             scale = self.value
-        self.system = DiscreteSystem(scheme, rule._data, scale)
+        self.system = discrete_system(scheme, rule._data, scale)
         self._loop = loop
         if not self.target:
             hjb = loop.hjb_solver
@@ -733,8 +753,8 @@ class Newton(UpdateRule):
     # --- state ----------------------------------------------------------------------------------
     def reset(self, loop):
         p = loop.problem
-        if p.dim != 1:
-            raise ValueError(f"coupling method 'newton' solves 1D problems only, got a {p.dim}D problem")
+        if p.dim not in (1, 2):
+            raise ValueError(f"coupling method 'newton' solves 1D and 2D problems, got a {p.dim}D problem")
         from .solvers import FPFDMSolver
 
         if not isinstance(loop.fp_solver, FPFDMSolver):
@@ -816,8 +836,8 @@ class Newton(UpdateRule):
     def _solve(self, lin, rU, rM, maxF) -> LinearSolve:
         S = lin.system
         kind = self.linear_solver
-        if kind == "auto":
-            kind = "direct" if S.size <= self.direct_limit else "gmres"
+        if kind == "auto":  # 2D: always GMRES (a space-time LU of a 2D grid is a 3D-like factorisation)
+            kind = "direct" if S.dim == 1 and S.size <= self.direct_limit else "gmres"
         if kind == "direct":
             return solve_direct(lin, rU, rM)
         # forcing: eta_k = max|F_k| keeps Newton quadratic; no need to solve beyond what takes the next
