@@ -1,9 +1,12 @@
-r"""Newton's method on the whole discrete MFG system: the coupling method ``newton`` (1D, numpy).
+r"""Newton's method on the whole discrete MFG system: the coupling method ``newton`` (1D and 2D, numpy).
 
 The system is the one the Picard solvers solve, built from the same operators
 (:mod:`mfg_core.backends.numpy.fdm`: ``upwind``, ``jacobian_bands``, ``transpose_bands``,
 ``solve_tridiagonal``), so its solution is the Picard fixed point (Achdou & Capuzzo-Dolcetta 2010;
-Achdou & Perez 2012). Newton solves it for all unknowns at once.
+Achdou & Perez 2012). Newton solves it for all unknowns at once. This module states the 1D system
+(:class:`DiscreteSystem`) and everything dimension-free (the linear solvers, the rule);
+:mod:`mfg_core.newton2d` states the 2D one (5-point stencil, obstacles) with the same interface, and
+:func:`discrete_system` picks by the grid's dimension.
 
 Unknowns and rows
 -----------------
@@ -77,7 +80,10 @@ iteration costs one tridiagonal solve per time level forward and one backward (L
 Both solvers end with ``dU = back(r_U - A_UM dM)`` and ``dM = fwd(r_M - A_MU dU)``: the FP rows of
 the step hold to round-off, which keeps the mass exact. ``"auto"`` (default) takes ``"direct"`` up
 to ``direct_limit`` unknowns (default 10,000: ``N = Nt`` about 70; exact solves, the cleanest
-quadratic convergence) and ``"gmres"`` above.
+quadratic convergence) and ``"gmres"`` above; in 2D it always takes ``"gmres"``, with ``back``
+and ``fwd`` solving each level by a sparse LU of ``J^n`` factorised once per Newton step (a
+space-time LU of a 2D grid is a 3D-like factorisation: fill and time grow far faster than ``Nt``
+LUs of 2D 5-point matrices).
 
 Globalisation
 -------------
@@ -127,7 +133,9 @@ Where it stands (measured, Nx = Nt = 50 unless said): 5 Newton steps to ``max|F|
 ``congestion`` at sigma down to 0.02 (where damping and Anderson fail) 8-12 steps, with or without
 continuation; ``attractive_quickstart`` needs the warm-up (line search stalls from the terminal
 guess; 10 damped steps, then 7 Newton steps, to damping's one-peak equilibrium). Only the FDM FP
-method and the numpy backend (the registry refuses the others); 1D only.
+method and the numpy backend (the registry refuses the others). 2D (:mod:`mfg_core.newton2d`):
+4 Newton steps with 4-6 GMRES iterations each on ``lq2d`` with ``F(m) = m`` at 32^2 and 64^2 (``Nt =
+N/2``), 7 steps (11-14) on ``evacuation2d`` (an obstacle) at 20^2.
 """
 
 from __future__ import annotations
