@@ -135,7 +135,9 @@ continuation; ``attractive_quickstart`` needs the warm-up (line search stalls fr
 guess; 10 damped steps, then 7 Newton steps, to damping's one-peak equilibrium). Only the FDM FP
 method and the numpy backend (the registry refuses the others). 2D (:mod:`mfg_core.newton2d`):
 4 Newton steps with 4-6 GMRES iterations each on ``lq2d`` with ``F(m) = m`` at 32^2 and 64^2 (``Nt =
-N/2``), 7 steps (11-14) on ``evacuation2d`` (an obstacle) at 20^2.
+N/2``), 7 steps (11-14) on ``evacuation2d`` (an obstacle) at 20^2 -- from the heat guess there the line
+search stalls (``U = 0`` puts every upwind coefficient on a kink) and 3 warm-up iterations are needed;
+a 1D problem embedded in 2D takes the 1D Newton steps.
 """
 
 from __future__ import annotations
