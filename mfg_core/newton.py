@@ -82,8 +82,9 @@ the step hold to round-off, which keeps the mass exact. ``"auto"`` (default) tak
 to ``direct_limit`` unknowns (default 10,000: ``N = Nt`` about 70; exact solves, the cleanest
 quadratic convergence) and ``"gmres"`` above; in 2D it always takes ``"gmres"``, with ``back``
 and ``fwd`` solving each level by a sparse LU of ``J^n`` factorised once per Newton step (a
-space-time LU of a 2D grid is a 3D-like factorisation: fill and time grow far faster than ``Nt``
-LUs of 2D 5-point matrices).
+space-time LU of a 2D grid is a 3D-like factorisation: on ``lq2d`` with ``F(m) = m``, ``Nt = N/2``,
+"direct" takes 0.48 / 6.5 / 34 s at N = 16 / 24 / 32 against 0.03 / 0.07 / 0.14 s for "gmres",
+the same Newton steps).
 
 Globalisation
 -------------
