@@ -241,12 +241,12 @@ def test_a_step_without_decrease_stops_with_a_reason(monkeypatch):
 def test_registry_entry_and_refusals():
     m = methods.get("coupling", "newton")
     assert "newton" in methods.names("coupling")
-    assert m.runs_on() == ("numpy",) and m.dims == (1,)
+    assert m.runs_on() == ("numpy",) and m.dims == (1, 2)  # 2D: tests/core/test_newton2d.py
     for backend in ("numba", "jax", "torch"):  # what mc.build checks before building anything
         with pytest.raises(ValueError, match="does not run on backend"):
             m.check(backend, 1)
-    with pytest.raises(ValueError, match="2D"):
-        m.check("numpy", 2)
+    with pytest.raises(ValueError, match="3D"):
+        m.check("numpy", 3)
     p = mc.problems.load("congestion", Nx=10, Nt=5)
     with pytest.raises(ValueError, match="fp method 'particle'"):
         mc.build(p, fp="particle", coupling="newton")
