@@ -5,8 +5,8 @@ discrete system (:func:`mfg_core.newton.discrete_system`: HJB and FP rows, dt-sc
 ``TARGET`` -- the same stopping test for all, so the times compare the work to one accuracy. Damping
 and Anderson are run through a wrapper rule that measures ``max|F|`` of each iterate (its cost is
 timed and subtracted) and stops the loop on it; Newton stops on it by itself. Damping and Anderson
-run on numpy (the backend Newton runs on) and on numba (their fastest); Newton on numpy with its
-default linear solver (``auto``: SuperLU up to 10,000 unknowns, Schur-complement GMRES above) and no
+run on numpy and on numba (their fastest); Newton on numpy and, in 1D, on numba (the same Newton,
+its linear solves' time sweeps compiled: ``make_block_sweeps``), with its default linear solver (``auto``: SuperLU up to 10,000 unknowns, Schur-complement GMRES above) and no
 Picard residual (``picard_residual="none"``: the diagnostic Picard evaluation is not part of the
 solve). The Picard methods on numpy are left out above ``NUMPY_MAX`` (minutes per run).
 
@@ -50,6 +50,8 @@ PICARD_CAP_2D = 90.0
 #: the largest N of the Picard methods on numpy (minutes per run above)
 NUMPY_MAX = {"damping": 400, "anderson": 800}
 PICARD = (("damping", "numpy"), ("damping", "numba"), ("anderson", "numpy"), ("anderson", "numba"))
+#: Newton's backends per dimension (numba: compiled time sweeps in the linear solves, 1D)
+NEWTON_BACKENDS = {1: ("numpy", "numba"), 2: ("numpy",)}
 
 
 def _sizes(var: str, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -121,7 +123,7 @@ def _run(dim: int, N: int, method: str, backend: str, max_iterations: int = 400)
     p = problem(dim, N)
     cap = PICARD_CAP_2D if dim == 2 else math.inf
     if method == "newton":
-        loop = mc.build(p, coupling="newton", backend="numpy", picard_residual="none")
+        loop = mc.build(p, coupling="newton", backend=backend, picard_residual="none")
     else:
         loop = mc.build(p, coupling=method, backend=backend)
         loop.rule = SystemStop(loop.rule, TARGET, cap)
@@ -158,7 +160,8 @@ def main(outdir: pathlib.Path) -> list[dict]:
                 if dim == 1 and backend == "numpy" and N > NUMPY_MAX[method]:
                     continue
                 here.append(_run(dim, N, method, backend))
-            here.append(_run(dim, N, "newton", "numpy"))
+            for backend in NEWTON_BACKENDS[dim]:
+                here.append(_run(dim, N, "newton", backend))
             anderson = min((r["seconds"] for r in here if r["method"] == "anderson" and r["status"] == "converged"),
                            default=math.nan)
             for r in here:

@@ -193,11 +193,12 @@ def _newton_fields(options: Mapping[str, Any], dim: int) -> int:
 register(Method("coupling", "newton", "mfg_core.newton:Newton",
                 "Newton's method on the whole discrete system (exact Jacobian, line search, optional "
                 "Picard/Anderson warm-up and continuation in sigma or the coupling); 1D and 2D (obstacles "
-                "included), finite-difference FP, numpy.",
+                "included), finite-difference FP; numpy, and numba in 1D (compiled time sweeps).",
                 options=dict(thetaUM=0.5, system_tolerance=None, linear_solver="auto", direct_limit=10_000,
                              linear_rtol=1e-4, gmres_restart=50, linear_maxiter=500, line_search=True,
                              positivity_fraction=0.95, positivity_min_step=0.1, warmup_iterations=0,
                              warmup_method="damping", warmup_tolerance=1e-2, continuation="none",
                              continuation_start=None, continuation_steps=4, continuation_min_step=1.0 / 64,
                              stage_tolerance=1e-6, stage_iterations=15, picard_residual="final"),
-                backends=("numpy",), dims=(1, 2), extra_fields=_newton_fields, fp_methods=("fdm",)))
+                backends=("numpy", "numba"), dims=(1, 2), backends_by_dim={2: ("numpy",)},
+                extra_fields=_newton_fields, fp_methods=("fdm",)))

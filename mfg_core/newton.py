@@ -1,4 +1,4 @@
-r"""Newton's method on the whole discrete MFG system: the coupling method ``newton`` (1D and 2D, numpy).
+r"""Newton's method on the whole discrete MFG system: the coupling method ``newton`` (1D and 2D).
 
 The system is the one the Picard solvers solve, built from the same operators
 (:mod:`mfg_core.backends.numpy.fdm`: ``upwind``, ``jacobian_bands``, ``transpose_bands``,
@@ -67,7 +67,9 @@ like that of a 2D sparse factorisation (``(N Nt)^{3/2}``: measured 1.3 s at ``N 
 ``"gmres"``: the same Newton system, reduced to ``dM`` by block elimination. ``A_UU`` is block
 bidiagonal (backward in time: ``J^n dU^n = r^n + dU^{n+1}``) and ``A_MM`` block bidiagonal
 (forward: the FP sweep with the adjoint blocks), each solved by one tridiagonal solve per time
-level. With ``back = A_UU^{-1}`` and ``fwd = A_MM^{-1}``, the system is
+level (the backend's ``make_block_sweeps``: LAPACK per level from Python on numpy, the whole time
+loop compiled on numba; the rest of Newton is numpy on both). With ``back = A_UU^{-1}`` and
+``fwd = A_MM^{-1}``, the system is
 ``(I - K) dM = fwd(r_M - A_MU back(r_U))``, ``K = fwd A_MU back A_UM`` -- ``K`` is the derivative
 of the Picard map, whose eigenvalues cluster at 0 (the HJB and FP solves smooth) -- solved by GMRES
 (:func:`gmres`: restarted, relative tolerance ``eta_k = min(linear_rtol, max(max|F_k|, 0.1 tol /
@@ -134,7 +136,8 @@ Where it stands (measured, Nx = Nt = 50 unless said): 5 Newton steps to ``max|F|
 ``congestion`` at sigma down to 0.02 (where damping and Anderson fail) 8-12 steps, with or without
 continuation; ``attractive_quickstart`` needs the warm-up (line search stalls from the terminal
 guess; 10 damped steps, then 7 Newton steps, to damping's one-peak equilibrium). Only the FDM FP
-method and the numpy backend (the registry refuses the others). 2D (:mod:`mfg_core.newton2d`):
+method; the numpy backend, and numba in 1D (its compiled time sweeps; the registry refuses the
+others). 2D (:mod:`mfg_core.newton2d`):
 4 Newton steps with 4-6 GMRES iterations each on ``lq2d`` with ``F(m) = m`` at 32^2 and 64^2 (``Nt =
 N/2``), 7 steps (11-14) on ``evacuation2d`` (an obstacle) at 20^2 -- from the heat guess there the line
 search stalls (``U = 0`` puts every upwind coefficient on a kink) and 3 warm-up iterations are needed;
@@ -151,11 +154,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.linalg import lapack
 
 from . import anderson as _aa
 from . import validation
 from .backends.numpy import fdm as _fdm
+from .backends.numpy.block_sweeps import TridiagonalStack, make_block_sweeps  # noqa: F401 (TridiagonalStack: API)
 from .errors import ConvergenceError, DivergenceError
 from .fixed_point import Step
 from .grid import Scheme
@@ -197,13 +200,15 @@ class SystemData:
                    np.asarray(problem.weights), problem.F, problem.dF)
 
 
-def discrete_system(scheme: Scheme, data: SystemData, coupling_scale: float = 1.0):
+def discrete_system(scheme: Scheme, data: SystemData, coupling_scale: float = 1.0, backend=None):
     """The discrete system of ``scheme``'s dimension: :class:`DiscreteSystem` (1D) or
     :class:`mfg_core.newton2d.DiscreteSystem2D` (2D); both have the interface the rule and the
-    linear solvers use."""
+    linear solvers use. ``backend`` (a :class:`~mfg_core.backends.base.Backend`; default numpy)
+    supplies the 1D time sweeps of the linear solves (``make_block_sweeps``)."""
     dim = getattr(getattr(scheme, "grid", None), "dim", None)
     if dim == 1:
-        return DiscreteSystem(scheme, data, coupling_scale)
+        return DiscreteSystem(scheme, data, coupling_scale,
+                              sweeps=None if backend is None else backend.make_block_sweeps(scheme))
     if dim == 2:
         from .newton2d import DiscreteSystem2D
 
@@ -220,7 +225,7 @@ class DiscreteSystem:
 
     dim = 1
 
-    def __init__(self, scheme: Scheme, data: SystemData, coupling_scale: float = 1.0):
+    def __init__(self, scheme: Scheme, data: SystemData, coupling_scale: float = 1.0, sweeps=None):
         if scheme.grid.dim != 1:
             raise ValueError(f"DiscreteSystem is the 1D system, got a {scheme.grid.dim}D grid "
                              "(discrete_system picks the 2D one)")
@@ -241,6 +246,8 @@ class DiscreteSystem:
         self.dband_plus = np.array(_fdm.jacobian_bands(one.copy(), zero.copy(), **kw)) - b0
         self.dband_minus = np.array(_fdm.jacobian_bands(zero.copy(), one.copy(), **kw)) - b0
         self.w = np.asarray(data.weights, dtype=np.float64)
+        #: ``factor(lower, diag, upper)`` -> the block time sweeps (``back``, ``forward``) of a linearisation
+        self.factor = sweeps if sweeps is not None else make_block_sweeps(scheme)
 
     # --- packing --------------------------------------------------------------------------------
     def pack(self, U: np.ndarray, M: np.ndarray) -> np.ndarray:
@@ -391,25 +398,16 @@ class Linearisation:
     def back(self, rhs: np.ndarray) -> np.ndarray:
         """Solve ``A_UU x = rhs`` backward in time: ``J^n x^n = rhs^n + x^{n+1}``, ``x^{Nt} = 0``."""
         if self._jfac is None:
-            self._jfac = TridiagonalStack(*self.jbands, self.system.periodic)
-        x = np.empty_like(rhs)
-        solve = self._jfac.solve
-        nxt = 0.0
-        for n in range(self.system.Nt - 1, -1, -1):
-            nxt = x[n] = solve(n, rhs[n] + nxt)
-        return x
+            self._jfac = self.system.factor(*self.jbands)
+        return self._jfac.back(rhs)
 
     def fwd(self, rhs: np.ndarray) -> np.ndarray:
         """Solve ``A_MM x = rhs`` forward in time: ``W^{-1} J^{nT} W x^n = rhs^n + x^{n-1}``, ``x^0 = 0``."""
         if self._tfac is None:
-            self._tfac = TridiagonalStack(*self.tbands, self.system.periodic)
+            self._tfac = self.system.factor(*self.tbands)
         w = self.system.w
-        y = w * rhs  # in mass variables: J^{nT} mu^n = W rhs^n + mu^{n-1}
-        solve = self._tfac.solve
-        prev = 0.0
-        for n in range(self.system.Nt):
-            prev = y[n] = solve(n, y[n] + prev)
-        return y / w
+        # in mass variables: J^{nT} mu^n = W rhs^n + mu^{n-1}
+        return self._tfac.forward(w * rhs) / w
 
     # --- the assembled matrix -------------------------------------------------------------------
     def assemble(self, fmt: str = "csc") -> sp.spmatrix:
@@ -451,47 +449,6 @@ class Linearisation:
 
 # =============================================================================================
 # linear solves
-class TridiagonalStack:
-    """LU factorisations (LAPACK ``gttrf``) of the tridiagonal matrices of every time level, with the
-    bands of :func:`~mfg_core.backends.numpy.fdm.jacobian_bands` (row ``i``: ``lower[i] = A[i, i-1]``,
-    ``upper[i] = A[i, i+1]``), so that the repeated solves of a Krylov method cost one ``gttrs``
-    each. Periodic: the kernels' Sherman-Morrison split (``solve_tridiagonal``), with its second
-    solution and denominator computed once per level. ``gttrf`` pivots by rows; on these diagonally
-    dominant M-matrices it does not need to, and the solution equals ``gtsv``'s."""
-
-    def __init__(self, lower, diag, upper, periodic: bool):
-        self.periodic = periodic
-        self._fac = []
-        for lo, d, up in zip(lower, diag, upper):
-            if periodic:
-                alpha, beta, gamma = up[-1], lo[0], -d[0]
-                d = d.copy()
-                d[0] -= gamma
-                d[-1] -= alpha * beta / gamma
-            f = lapack.dgttrf(lo[1:], d, up[:-1])
-            if f[-1] != 0:
-                raise ConvergenceError(f"tridiagonal factorisation failed (gttrf info={f[-1]})")
-            f = f[:-1]
-            if periodic:
-                u = np.zeros(d.size)
-                u[0], u[-1] = gamma, alpha
-                z = lapack.dgttrs(*f, u)[0]
-                self._fac.append((f, z, beta / gamma, 1.0 + z[0] + beta * z[-1] / gamma))
-            else:
-                self._fac.append(f)
-
-        self.solve = self._solve_cyclic if periodic else self._solve
-
-    def _solve(self, n: int, rhs: np.ndarray) -> np.ndarray:
-        return _gttrs(*self._fac[n], rhs)[0]
-
-    def _solve_cyclic(self, n: int, rhs: np.ndarray) -> np.ndarray:
-        f, z, ratio, den = self._fac[n]
-        y = _gttrs(*f, rhs)[0]
-        return y - ((y[0] + ratio * y[-1]) / den) * z
-
-
-_gttrs = lapack.dgttrs
 
 
 def _relative_change(new: np.ndarray, old: np.ndarray, w: np.ndarray) -> float:
@@ -638,7 +595,7 @@ class _Stage:
         elif rule.continuation == "coupling":
             self.value = 1.0 if self.target else rule._start + t * (1.0 - rule._start)
             scale = self.value
-        self.system = discrete_system(scheme, rule._data, scale)
+        self.system = discrete_system(scheme, rule._data, scale, backend=loop.hjb_solver.backend)
         self._loop = loop
         if not self.target:
             hjb = loop.hjb_solver

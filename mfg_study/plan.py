@@ -150,7 +150,7 @@ def library_missing(backend: str) -> str | None:
 def not_applicable(fp: str, coupling: str, backend: str, dim: int, obstacle: bool = False) -> tuple[str, str] | None:
     """``(config field, reason)`` if the registry says the combination does not exist: a method that
     does not run on that backend, dimension or obstacle, or a coupling that does not work with that
-    FP method (e.g. newton: fdm and numpy only)."""
+    FP method (e.g. newton: fdm only, numpy and numba)."""
     for kind, name, field in (("fp", fp, "fp_methods"), ("coupling", coupling, "couplings")):
         try:
             mm.get(kind, name).check(backend, dim, fp=fp if kind == "coupling" else None, obstacle=obstacle)

@@ -98,6 +98,15 @@ class Backend:
             return importlib.import_module("mfg_core.backends.numpy.fields").make_fields(scheme)
         return self._module("fields").make_fields(scheme, **self._device_kwargs())
 
+    def make_block_sweeps(self, scheme):
+        """``factor(lower, diag, upper) -> sweeps`` with ``back(r)``, ``forward(r)``: the 1D time sweeps
+        of Newton's linear solves; see :mod:`mfg_core.backends.numpy.block_sweeps`. A backend without
+        them refuses by name (the registry runs ``newton`` only where they exist)."""
+        if importlib.util.find_spec(f"{self._package}.block_sweeps") is None:
+            raise ValueError(f"backend {self.name!r} has no block time sweeps (Newton's linear solves); "
+                             "coupling='newton' runs on numpy and numba")
+        return self._module("block_sweeps").make_block_sweeps(scheme)
+
     def make_kde(self, grid):
         """``kde(samples, bandwidth, scale_by_std) -> density``; see :mod:`mfg_core.backends.numpy.particles`."""
         return self._module("particles").make_kde(grid, **self._device_kwargs())

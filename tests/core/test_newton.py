@@ -10,6 +10,7 @@ import pytest
 import mfg_core as mc
 from mfg_core import methods
 from mfg_core import newton as nw
+from mfg_core.backends.numpy import fdm
 
 N = 50
 
@@ -241,9 +242,11 @@ def test_a_step_without_decrease_stops_with_a_reason(monkeypatch):
 def test_registry_entry_and_refusals():
     m = methods.get("coupling", "newton")
     assert "newton" in methods.names("coupling")
-    assert m.runs_on() == ("numpy",) and m.dims == (1, 2)  # 2D: tests/core/test_newton2d.py
-    for backend in ("numba", "jax", "torch"):  # what mc.build checks before building anything
-        with pytest.raises(ValueError, match="does not run on backend"):
+    assert m.runs_on() == ("numpy", "numba") and m.dims == (1, 2)  # 2D: tests/core/test_newton2d.py
+    m.check("numba", 1)
+    for backend in ("jax", "torch"):  # what mc.build checks before building anything
+        with pytest.raises(ValueError, match=r"does not run on backend '%s'; it runs on \['numpy', 'numba'\]"
+                           % backend):
             m.check(backend, 1)
     with pytest.raises(ValueError, match="3D"):
         m.check("numpy", 3)
@@ -324,3 +327,49 @@ def test_attractive_problem_has_a_picard_stable_and_a_picard_unstable_equilibriu
     # without a warm-up, Newton's line search stalls on this problem and says so
     bare = mc.solve(p, coupling="newton", max_iterations=40, tolerance=1e-10)
     assert bare.status == "not_converged" and "warmup_iterations" in bare.reason
+
+
+# ---------------------------------------------------------------------------------------------
+# numba: the linear solves' time sweeps compiled, the rest the same Newton
+
+
+@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
+def test_numba_block_sweeps_solve_the_same_block_bidiagonal_systems(boundary):
+    pytest.importorskip("numba")
+    from mfg_core.backends import get_backend
+
+    p = mc.problems.load("congestion", Nx=30, Nt=12, boundary=boundary)
+    data = nw.SystemData.of(p)
+    rng = np.random.default_rng(3)
+    U, M = rng.standard_normal(p.shape), rng.uniform(0.1, 1.0, p.shape)
+    ref = nw.discrete_system(p.scheme, data).linearise(U, M)
+    lin = nw.discrete_system(p.scheme, data, backend=get_backend("numba")).linearise(U, M)
+    r = rng.standard_normal((p.Nt, p.Nx + 1 - (boundary == "periodic")))
+    for name in ("back", "fwd"):
+        x, x_ref = getattr(lin, name)(r), getattr(ref, name)(r)
+        assert np.abs(x - x_ref).max() <= 1e-12 * np.abs(x_ref).max(), name
+    # and they are solutions: the block-bidiagonal residuals vanish
+    x = lin.back(r)
+    lower, diag, upper = lin.jbands
+    right, left = fdm.neighbours(x, p.grid.axes[0].periodic)
+    res = diag * x + lower * left + upper * right - r
+    res[:-1] -= x[1:]
+    assert np.abs(res).max() <= 1e-12 * np.abs(r).max()
+
+
+def test_newton_on_numba_takes_numpys_steps_to_the_same_solution():
+    pytest.importorskip("numba")
+    p = mc.problems.load("congestion", Nx=120, Nt=100)  # 24,000 unknowns: the GMRES path
+    a = mc.solve(p, fp="fdm", coupling="newton", backend="numpy", tolerance=1e-10)
+    b = mc.solve(p, fp="fdm", coupling="newton", backend="numba", tolerance=1e-10)
+    assert a.converged and b.converged and a.iterations == b.iterations
+    assert list(a.history["linear_iterations"]) == list(b.history["linear_iterations"])
+    assert np.abs(a.U - b.U).max() <= 1e-10 and np.abs(a.M - b.M).max() <= 1e-10
+
+
+def test_a_backend_without_block_sweeps_is_refused_by_name():
+    from mfg_core.backends import get_backend
+
+    p = mc.problems.load("congestion", Nx=10, Nt=5)
+    with pytest.raises(ValueError, match="backend 'jax' has no block time sweeps"):
+        get_backend("jax").make_block_sweeps(p.scheme)
