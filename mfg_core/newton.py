@@ -148,6 +148,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -673,6 +674,19 @@ class Newton(UpdateRule):
         self.picard_residual = _choice("picard_residual", picard_residual, PICARD_RESIDUALS)
 
     # --- what the loop reads --------------------------------------------------------------------
+    def warmup(self, loop) -> float:
+        """Compile the backend's 1D block time sweeps (numba) on a two-level system, so that their
+        first use is not timed as part of a Newton step; returns seconds."""
+        p = loop.problem
+        if p.dim != 1:
+            return 0.0
+        start = time.perf_counter()
+        n = p.grid.size
+        lower, diag, upper = np.full((2, n), -0.1), np.full((2, n), 1.5), np.full((2, n), -0.1)
+        sweeps = loop.hjb_solver.backend.make_block_sweeps(p.scheme)(lower, diag, upper)
+        sweeps.forward(sweeps.back(np.ones((2, n))))
+        return time.perf_counter() - start
+
     def describe(self):
         return {"thetaUM": self.thetaUM, "newton": {
             k: getattr(self, k) for k in (
