@@ -45,9 +45,8 @@ and ``fwd`` (``(J^n)^T y^n = W rhs^n + y^{n-1}``, forward), each level by the sp
 (:func:`~mfg_core.backends.numpy.fdm2d.factor`: SuperLU, MMD ordering, no pivoting -- the kernels'
 choice for these M-matrices), factorised once per Newton step on first use and used for both
 (``trans="T"`` forward). One GMRES iteration is ``2 Nt`` sparse triangular solve pairs; no dense
-matrix and no space-time factorisation (measured per level at 128^2: 22 ms per LU, 1.6 ms per pair
-of solves, 42 entries of L + U per node; a Newton step on ``lq2d`` with ``F(m) = m`` at 128^2,
-``Nt = 64``, about 5 s with 4-6 GMRES iterations, a third of it the LUs). ``assemble`` gives the
+matrix and no space-time factorisation (what a level and a Newton step cost: ``benchmarks/README.md``,
+the Newton section). ``assemble`` gives the
 whole sparse Jacobian (for tests and ``linear_solver="direct"`` on small grids).
 """
 
