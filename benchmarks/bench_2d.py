@@ -13,7 +13,8 @@ the same numbers on every backend, so the difference is the kernels' round-off a
 Targets (reported, not asserted): at ``N = 128`` numba at least 20x numpy on the FDM step (HJB +
 FP), jax and torch within 3x of numba. ``iteration_s`` is one Picard iteration's kernels (an HJB
 and an FP sweep over the ``NT`` time steps); ``compile_s`` the warm-up's excess over the median.
-Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
+``MFG_BENCH_2D_SIZES`` (comma-separated N) replaces ``SIZES``; ``MFG_BENCH_DEVICE`` puts jax and torch on
+another device (``cuda``: ``benchmarks/gpu_check.sh``). Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from mfg_core import backends
 
 from ._table import write_table
 
-SIZES = (64, 128, 256)
+SIZES = tuple(int(n) for n in os.environ.get("MFG_BENCH_2D_SIZES", "64,128,256").split(","))
+#: the device of jax and torch (``MFG_BENCH_DEVICE``: cpu, or cuda on a GPU machine; numpy and numba: the CPU)
+DEVICE = os.environ.get("MFG_BENCH_DEVICE", "cpu")
 NT = 50
 REPEATS = 3
 PARTICLES = 100_000
@@ -40,6 +43,9 @@ NUMPY_MAX = 128
 TARGET_N = 128
 NUMBA_SPEEDUP_TARGET = 20.0
 WITHIN_NUMBA_TARGET = 3.0
+#: on a GPU (``MFG_BENCH_DEVICE=cuda``): jax or torch at least this much faster than numba at GPU_TARGET_N
+GPU_TARGET_N = 256
+GPU_SPEEDUP_TARGET = 5.0
 
 
 def _median_time(fn, repeats: int = REPEATS):
@@ -57,6 +63,10 @@ def _median_time(fn, repeats: int = REPEATS):
     return median, max(first - median, 0.0), out
 
 
+def _on_device(backend: str):
+    return backends.get_backend(backend, device=DEVICE if backend in backends.DEVICE_BACKENDS else None)
+
+
 def _relative(a, ref) -> float:
     if ref is None:
         return math.nan
@@ -65,8 +75,8 @@ def _relative(a, ref) -> float:
 
 def _fdm(N: int, backend: str, reference: dict) -> dict:
     problem = mc.problems.load("evacuation2d", Nx=N, Ny=N, Nt=NT)
-    hjb = mc.HJBFDMSolver(problem, backend)
-    fp = mc.FPFDMSolver(problem, backend)
+    hjb = mc.HJBFDMSolver(problem, _on_device(backend))
+    fp = mc.FPFDMSolver(problem, _on_device(backend))
     M0 = np.broadcast_to(problem.m_init, problem.shape).copy()
     t_hjb, c_hjb, U = _median_time(lambda: hjb.solve(M0))
     diag = dict(hjb.diagnostics)
@@ -88,7 +98,7 @@ def _particles(N: int, backend: str, reference: dict) -> dict:
     U = reference.setdefault("U_lq", mc.HJBFDMSolver(problem, "numba" if "numba" in backends.available()
                                                     else "numpy").solve(
         np.broadcast_to(problem.m_init, problem.shape).copy()))
-    fp = mc.FPParticleSolver(problem, num_particles=PARTICLES, seed=0, backend=backend)
+    fp = mc.FPParticleSolver(problem, num_particles=PARTICLES, seed=0, backend=_on_device(backend))
     t, c, M = _median_time(lambda: fp.solve(U))
     row = {"kind": "particles", "N": N, "backend": backend, "fp_ms_per_step": 1e3 * t / NT,
            "step_ms": 1e3 * t / NT, "iteration_s": t, "compile_s": c,
@@ -129,6 +139,10 @@ def main(outdir: pathlib.Path) -> list[dict]:
             elif r["backend"] in ("jax", "torch"):
                 target = (f"within {WITHIN_NUMBA_TARGET:g}x numba: "
                           + ("met" if r["vs_numba"] <= WITHIN_NUMBA_TARGET else "missed"))
+        if (DEVICE != "cpu" and r["kind"] == "fdm" and r["N"] == GPU_TARGET_N and r["backend"] in ("jax", "torch")
+                and r.get("step_ms")):
+            target = (f"on {DEVICE} >= {GPU_SPEEDUP_TARGET:g}x numba: "
+                      + ("met" if r["vs_numba"] <= 1.0 / GPU_SPEEDUP_TARGET else "missed"))
         r["target"] = target
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     columns = ["kind", "N", "backend", "hjb_ms_per_step", "fp_ms_per_step", "step_ms", "iteration_s",
@@ -143,6 +157,7 @@ def main(outdir: pathlib.Path) -> list[dict]:
                        f"sweep; particles: the FP sweep), compile_s: the warm-up's excess; numpy's FDM timed up to N = "
                        f"{NUMPY_MAX} (direct sparse LU per Newton step). diff: max|X - X_numpy| / "
                        "max|X_numpy|.",
-                       f"Load average at the end: {load} ({os.cpu_count()} cores, shared)."],
+                       f"jax and torch on device {DEVICE!r}. Load average at the end: {load} ({os.cpu_count()} cores, "
+                       "shared)."],
                 columns=columns + (["note"] if any(r["note"] for r in rows) else []))
     return rows
