@@ -218,7 +218,41 @@ def discrete_system(scheme: Scheme, data: SystemData, coupling_scale: float = 1.
                      + (f" on a {dim}D grid" if dim is not None else ""))
 
 
-class DiscreteSystem:
+class SystemOrdering:
+    """What the 1D and 2D systems share: the ordering of unknowns and rows (time level ``n`` holds
+    ``(U^n, M^{n+1})`` interleaved node by node, ``N`` nodes per level), the source ``V + s F(M)``,
+    the residual as a vector and its maximum, and the assembled Jacobian. A subclass sets ``Nt``,
+    ``N``, ``data``, ``scale`` and provides ``unpack``, ``residual`` and ``linearise``."""
+
+    def interleave(self, XU: np.ndarray, XM: np.ndarray) -> np.ndarray:
+        """One vector in the system's ordering from a U-part and an M-part of shape ``(Nt, N)``."""
+        r = np.empty((self.Nt, self.N, 2))
+        r[..., 0], r[..., 1] = XU, XM
+        return r.ravel()
+
+    def split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The U-part and M-part (each ``(Nt, N)``) of a vector in the system's ordering."""
+        v = v.reshape(self.Nt, self.N, 2)
+        return v[..., 0], v[..., 1]
+
+    def source(self, M: np.ndarray) -> np.ndarray:
+        """``V + s F(M)`` (what the HJB sweep of this system is given)."""
+        return self.data.V + self.scale * np.asarray(self.data.F(M), dtype=np.float64)
+
+    def residual_vector(self, z: np.ndarray) -> np.ndarray:
+        return self.interleave(*self.residual(*self.unpack(z)))
+
+    def max_residual(self, U: np.ndarray, M: np.ndarray) -> float:
+        """``max|F(U, M)|`` over both blocks (NaN if either has NaN)."""
+        RU, RM = self.residual(U, M)
+        return float(max(np.max(np.abs(RU)), np.max(np.abs(RM))))
+
+    def jacobian(self, U: np.ndarray, M: np.ndarray, fmt: str = "csc") -> sp.spmatrix:
+        """The exact Jacobian ``dF/dz`` at ``(U, M)`` as a scipy sparse matrix (``fmt``)."""
+        return self.linearise(U, M).assemble(fmt)
+
+
+class DiscreteSystem(SystemOrdering):
     """``F(z)`` and ``F'(z)`` of the 1D discrete MFG system on ``scheme`` (see the module docstring).
 
     ``coupling_scale`` multiplies ``F`` (continuation in the coupling strength).
@@ -264,27 +298,12 @@ class DiscreteSystem:
         M[0], M[1:] = self.data.m_init, z[..., 1]
         return U, M
 
-    def interleave(self, XU: np.ndarray, XM: np.ndarray) -> np.ndarray:
-        """One vector in the system's ordering from a U-part and an M-part of shape ``(Nt, N)``."""
-        r = np.empty((self.Nt, self.N, 2))
-        r[..., 0], r[..., 1] = XU, XM
-        return r.ravel()
-
-    def split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The U-part and M-part (each ``(Nt, N)``) of a vector in the system's ordering."""
-        v = v.reshape(self.Nt, self.N, 2)
-        return v[..., 0], v[..., 1]
-
     # --- residual -------------------------------------------------------------------------------
     def bands(self, U0: np.ndarray):
         """``((lower, diag, upper) of J^n, H_h, Lap_h)`` for ``U0 = U[:-1]``."""
         a_plus, a_minus, ham, lap = _fdm.upwind(U0, self.dx, self.lam, self.periodic)
         bands = _fdm.jacobian_bands(a_plus, a_minus, dt=self.dt, dx=self.dx, nu=self.nu, periodic=self.periodic)
         return bands, ham, lap
-
-    def source(self, M: np.ndarray) -> np.ndarray:
-        """``V + s F(M)`` (what the HJB sweep of this system is given)."""
-        return self.data.V + self.scale * np.asarray(self.data.F(M), dtype=np.float64)
 
     def residual(self, U: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(R_U, R_M)``, each of shape ``(Nt, N)`` (row ``n`` of each)."""
@@ -294,21 +313,10 @@ class DiscreteSystem:
         RM = _apply_adjoint(_fdm.transpose_bands(lower, diag, upper), self.w, M1) - M[:-1]
         return RU, RM
 
-    def residual_vector(self, z: np.ndarray) -> np.ndarray:
-        return self.interleave(*self.residual(*self.unpack(z)))
-
-    def max_residual(self, U: np.ndarray, M: np.ndarray) -> float:
-        """``max|F(U, M)|`` over both blocks (NaN if either has NaN)."""
-        RU, RM = self.residual(U, M)
-        return float(max(np.max(np.abs(RU)), np.max(np.abs(RM))))
-
     # --- Jacobian -------------------------------------------------------------------------------
     def linearise(self, U: np.ndarray, M: np.ndarray) -> "Linearisation":
         return Linearisation(self, U, M)
 
-    def jacobian(self, U: np.ndarray, M: np.ndarray, fmt: str = "csc") -> sp.spmatrix:
-        """The exact Jacobian ``dF/dz`` at ``(U, M)`` as a scipy sparse matrix (``fmt``)."""
-        return self.linearise(U, M).assemble(fmt)
 
 
 def _apply_adjoint(tbands, w: np.ndarray, X: np.ndarray) -> np.ndarray:

@@ -59,9 +59,10 @@ from .backends import checks
 from .backends.numpy import fdm2d as _fdm2d
 from .errors import ConvergenceError
 from .grid import Scheme
+from .newton import SystemOrdering
 
 
-class DiscreteSystem2D:
+class DiscreteSystem2D(SystemOrdering):
     """``F(z)`` and ``F'(z)`` of the 2D discrete MFG system on ``scheme`` (see the module docstring).
 
     Fields ``U, M`` have the problem's shape ``(Nt+1, ny, nx)``; the blocks of the linear algebra
@@ -112,17 +113,6 @@ class DiscreteSystem2D:
         M[0], M[1:] = self.data.m_init, z[..., 1].reshape(self.Nt, *self.grid_shape)
         return U, M
 
-    def interleave(self, XU: np.ndarray, XM: np.ndarray) -> np.ndarray:
-        """One vector in the system's ordering from a U-part and an M-part of shape ``(Nt, N)``."""
-        r = np.empty((self.Nt, self.N, 2))
-        r[..., 0], r[..., 1] = XU, XM
-        return r.ravel()
-
-    def split(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The U-part and M-part (each ``(Nt, N)``) of a vector in the system's ordering."""
-        v = v.reshape(self.Nt, self.N, 2)
-        return v[..., 0], v[..., 1]
-
     def _flat(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(X, dtype=np.float64).reshape(X.shape[0], self.N)
 
@@ -160,10 +150,6 @@ class DiscreteSystem2D:
         return out / self.wf
 
     # --- residual -------------------------------------------------------------------------------
-    def source(self, M: np.ndarray) -> np.ndarray:
-        """``V + s F(M)`` on the grid's shape (what the HJB sweep of this system is given)."""
-        return self.data.V + self.scale * np.asarray(self.data.F(M), dtype=np.float64)
-
     def residual(self, U: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(R_U, R_M)``, each of shape ``(Nt, N)`` (row ``n`` of each)."""
         U0, U1 = self._flat(U[:-1]), self._flat(U[1:])
@@ -174,21 +160,10 @@ class DiscreteSystem2D:
         RM = self.apply_adjoint(self.values(a), M1) - M0
         return RU, RM
 
-    def residual_vector(self, z: np.ndarray) -> np.ndarray:
-        return self.interleave(*self.residual(*self.unpack(z)))
-
-    def max_residual(self, U: np.ndarray, M: np.ndarray) -> float:
-        """``max|F(U, M)|`` over both blocks (NaN if either has NaN)."""
-        RU, RM = self.residual(U, M)
-        return float(max(np.max(np.abs(RU)), np.max(np.abs(RM))))
-
     # --- Jacobian -------------------------------------------------------------------------------
     def linearise(self, U: np.ndarray, M: np.ndarray) -> "Linearisation2D":
         return Linearisation2D(self, U, M)
 
-    def jacobian(self, U: np.ndarray, M: np.ndarray, fmt: str = "csc") -> sp.spmatrix:
-        """The exact Jacobian ``dF/dz`` at ``(U, M)`` as a scipy sparse matrix (``fmt``)."""
-        return self.linearise(U, M).assemble(fmt)
 
 
 class Linearisation2D:
