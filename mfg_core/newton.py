@@ -218,6 +218,26 @@ def discrete_system(scheme: Scheme, data: SystemData, coupling_scale: float = 1.
                      + (f" on a {dim}D grid" if dim is not None else ""))
 
 
+class SparseEntries:
+    """Entries ``(row, column, value)`` of a sparse matrix gathered block by block (broadcast
+    together), then summed into one matrix (duplicates add, as COO does)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._rows, self._cols, self._vals = [], [], []
+
+    def add(self, r, c, v) -> None:
+        r, c, v = np.broadcast_arrays(r, c, v)
+        self._rows.append(r.ravel())
+        self._cols.append(c.ravel())
+        self._vals.append(v.ravel())
+
+    def matrix(self, fmt: str = "csc") -> sp.spmatrix:
+        J = sp.coo_matrix((np.concatenate(self._vals), (np.concatenate(self._rows), np.concatenate(self._cols))),
+                          shape=(self.size, self.size))
+        return J.asformat(fmt)
+
+
 class SystemOrdering:
     """What the 1D and 2D systems share: the ordering of unknowns and rows (time level ``n`` holds
     ``(U^n, M^{n+1})`` interleaved node by node, ``N`` nodes per level), the source ``V + s F(M)``,
@@ -429,13 +449,8 @@ class Linearisation:
         uM = uU + 1  # column (and FP row) of M^{n+1}_i
         nodes = {0: s.left, 1: idx, 2: s.right}  # the column of band k in row i
         colU = {k: 2 * (base + nodes[k][None, :]) for k in nodes}
-        rows, cols, vals = [], [], []
-
-        def add(r, c, v):
-            r, c, v = np.broadcast_arrays(r, c, v)
-            rows.append(r.ravel())
-            cols.append(c.ravel())
-            vals.append(v.ravel())
+        entries = SparseEntries(s.size)
+        add = entries.add
 
         # HJB rows: J^n on U^n, -I on U^{n+1}, -dt s F'(M^{n+1}) on M^{n+1}
         for k, band in enumerate((lower, diag, upper)):
@@ -451,9 +466,7 @@ class Linearisation:
         add(2 * r + 1, 2 * c, v)
         if Nt > 1:
             add(uM[1:], uM[:-1], -1.0)
-        J = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(s.size, s.size))
-        return J.asformat(fmt)
+        return entries.matrix(fmt)
 
 
 # =============================================================================================

@@ -59,7 +59,7 @@ from .backends import checks
 from .backends.numpy import fdm2d as _fdm2d
 from .errors import ConvergenceError
 from .grid import Scheme
-from .newton import SystemOrdering
+from .newton import SparseEntries, SystemOrdering
 
 
 class DiscreteSystem2D(SystemOrdering):
@@ -119,16 +119,9 @@ class DiscreteSystem2D(SystemOrdering):
     # --- the operators --------------------------------------------------------------------------
     def values(self, a) -> np.ndarray:
         """``(5, Nt, N)``: the values ``[v_0, v_E, v_W, v_N, v_S]`` of the rows of every ``J^n``
-        (:meth:`Assembly.values <mfg_core.backends.numpy.fdm2d.Assembly.values>`, for all levels)."""
-        asm = self.asm
-        axp, axm, ayp, aym = a
-        v = np.empty((5,) + axp.shape)
-        np.multiply(asm.free, -asm.cx + asm.dx * axp, out=v[1])
-        np.multiply(asm.free, -asm.cx - asm.dx * axm, out=v[2])
-        np.multiply(asm.free, -asm.cy + asm.dy * ayp, out=v[3])
-        np.multiply(asm.free, -asm.cy - asm.dy * aym, out=v[4])
-        v[0] = 1.0 - (v[1] + v[2] + v[3] + v[4])
-        return v
+        (the kernels' :meth:`Assembly.values <mfg_core.backends.numpy.fdm2d.Assembly.values>`, for all
+        levels at once)."""
+        return self.asm.values(a)
 
     def apply_J(self, v: np.ndarray, X: np.ndarray) -> np.ndarray:
         """``J^n X^n`` for every level (``X`` of shape ``(Nt, N)``)."""
@@ -248,13 +241,8 @@ class Linearisation2D:
         nbs = [base + nb[None, :] for nb in s.nbrs]
         wq = [w[nb][None, :] for nb in s.nbrs]
         uU, uM = 2 * p, 2 * p + 1  # column (and HJB / FP row) of U^n_p and M^{n+1}_p
-        rows, cols, vals = [], [], []
-
-        def add(r, c, v):
-            r, c, v = np.broadcast_arrays(r, c, v)
-            rows.append(r.ravel())
-            cols.append(c.ravel())
-            vals.append(v.ravel())
+        entries = SparseEntries(s.size)
+        add = entries.add
 
         v = self.v
         # HJB rows: J^n on U^n, -I on U^{n+1}, A_UM on M^{n+1}
@@ -277,6 +265,4 @@ class Linearisation2D:
             add(uM, 2 * p, ck / w[None, :])
         if Nt > 1:
             add(uM[1:], uM[:-1], -1.0)
-        J = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(s.size, s.size))
-        return J.asformat(fmt)
+        return entries.matrix(fmt)

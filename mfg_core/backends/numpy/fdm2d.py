@@ -104,9 +104,10 @@ class Assembly:
         self.dx, self.dy = c.dt / c.hx, c.dt / c.hy
 
     def values(self, a):
-        """The ``(5, n)`` COO values ``[diag, E, W, N, S]`` for the upwind coefficients ``a``."""
+        """The ``(5, n)`` COO values ``[diag, E, W, N, S]`` for the upwind coefficients ``a`` (each of
+        shape ``(n,)``; or ``(..., n)``: the values of several matrices at once, ``(5, ..., n)``)."""
         axp, axm, ayp, aym = a
-        v = np.empty((5, self.n))
+        v = np.empty((5,) + np.shape(axp))
         np.multiply(self.free, -self.cx + self.dx * axp, out=v[1])
         np.multiply(self.free, -self.cx - self.dx * axm, out=v[2])
         np.multiply(self.free, -self.cy + self.dy * ayp, out=v[3])
