@@ -141,8 +141,7 @@ class FixedPointLoop:
         """Compile the solvers' kernels for this shape (no-op cost on numpy), and the rule's own
         (``rule.warmup(loop)``, where it has kernels: Newton's time sweeps); returns seconds."""
         seconds = sum(s.warmup() for s in (self.hjb_solver, self.fp_solver) if hasattr(s, "warmup"))
-        rule_warmup = getattr(self.rule, "warmup", None)
-        return seconds + (rule_warmup(self) if rule_warmup is not None else 0.0)
+        return seconds + self.rule.warmup(self)
 
     def run(self, max_iterations: int = 100, tolerance: float = 1e-6, *, initial_guess: str = "terminal",
             initial: tuple[np.ndarray, np.ndarray] | None = None, warmup: bool = True,

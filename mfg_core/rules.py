@@ -67,6 +67,10 @@ class UpdateRule:
     def stop_note(self, hist) -> str:
         return ""
 
+    def warmup(self, loop) -> float:
+        """Compile the rule's own kernels, if it has any (the loop's warm-up); returns seconds."""
+        return 0.0
+
     def verdict(self, step: Step, tolerance: float) -> tuple[str, str] | None:
         """``(status, reason)`` to stop after this accepted step, or None (``stop_on_system`` rules)."""
         return None
