@@ -9,7 +9,10 @@ the pip extra that installs it, in :data:`mfg_core.backends.REGISTRY`) with
 * ``fdm.py`` -- kernel factories ``make_hjb_sweep(scheme, *, newton_tol, newton_maxiter)`` and
   ``make_fp_sweep(scheme)`` (the finite-difference scheme; the numpy reference states it);
 * ``particles.py`` -- ``make_particle_sweep(scheme, *, bandwidth, scale_by_std)`` and
-  ``make_kde(grid)`` (particle Fokker-Planck kernels).
+  ``make_kde(grid)`` (particle Fokker-Planck kernels);
+* optionally ``fields.py`` -- ``make_fields(scheme)``, the loop's arithmetic on the backend's arrays
+  (without it: numpy's), and ``block_sweeps.py`` -- ``make_block_sweeps(scheme)``, the time sweeps
+  of Newton's 1D linear solves (without it, ``newton`` does not run on the backend).
 
 A kernel may also set ``kernel.diagnostics`` (a dict of counts) after each call: the 2D HJB sweeps
 report ``newton_steps`` and ``krylov_iterations`` (linear iterations over the sweep), the 2D FP
@@ -18,10 +21,11 @@ loop records them per iteration.
 
 A factory validates the :class:`~mfg_core.grid.Scheme` (or grid) and the settings once
 (:mod:`mfg_core.backends.checks`) and returns a kernel that closes over the constants; kernels take
-and return plain float64 numpy arrays (a backend converts to its own array type inside), so the
-solvers stay backend-agnostic and the numerics are identical. A factory refuses a grid dimension it
-has no kernel for, naming the backend: nothing falls back to another backend. numpy's factories
-dispatch on ``scheme.grid.dim`` (2D: ``fdm2d.py``, ``particles2d.py``); the other backends are 1D only.
+float64 numpy arrays or the backend's own, and return the backend's arrays (on the CPU numpy arrays
+or views of them; on a device, device arrays: ``to_host`` brings them back), so the solvers stay
+backend-agnostic and the numerics are identical. Every backend's factories dispatch on
+``scheme.grid.dim`` (2D: ``fdm2d.py``, ``particles2d.py``); a factory refuses a grid dimension it
+has no kernel for, naming the backend: nothing falls back to another backend.
 """
 
 from __future__ import annotations
