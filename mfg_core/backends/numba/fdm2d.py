@@ -54,16 +54,11 @@ import math
 import numpy as np
 from numba import njit
 
-from .. import checks
+from .. import checks, krylov2d
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: BiCGStab tolerances (relative to ||b||) of the HJB Newton solves and of the FP solves, and the FP floor
-HJB_RTOL = 1e-13
-FP_RTOL = 1e-15
+#: the FP solves' absolute floor (only against a zero right-hand side)
 FP_ATOL = 1e-300
-#: HJB: an absolute floor of the BiCGStab tolerance, this fraction of Newton's own tolerance
-#: ``newton_tol max(1, max|u|)`` (0: none, the common rule; see benchmarks/README.md)
-HJB_ATOL_FRACTION = 0.0
 #: the most BiCGStab iterations of one solve (restarts included)
 KRYLOV_MAXITER = 400
 #: restarts of one solve after a breakdown
@@ -311,7 +306,7 @@ def _transpose(C, px, py, T):
 # innermost (contiguous, vectorised) and no line waits on its own recurrence.
 
 @njit(cache=True)
-def _factor_x(L, U, A, B, px, FX, ZX, FXs, piv):
+def _factor_x(L, U, A, B, px, shift, FX, ZX, FXs, piv):
     """Factor the tridiagonals of every x-line -- lower ``L``, upper ``U`` (``L[j, 0]``, ``U[j, nx-1]``
     the wrap couplings if periodic), diagonal ``1 - (A + B)`` -- into ``FX = (U^T, m^T, inv^T)``
     ``(3, nx, ny)``: Thomas elimination as in :mod:`.fdm` (multipliers ``m``, inverted pivots ``inv``).
@@ -324,7 +319,7 @@ def _factor_x(L, U, A, B, px, FX, ZX, FXs, piv):
         for j in range(ny):
             UT[i, j] = U[j, i]
     for j in range(ny):
-        d0 = 1.0 - (A[j, 0] + B[j, 0])
+        d0 = shift - (A[j, 0] + B[j, 0])
         piv[j] = d0 + d0 if px else d0
     for i in range(nx - 1):
         for j in range(ny):
@@ -332,15 +327,15 @@ def _factor_x(L, U, A, B, px, FX, ZX, FXs, piv):
             iT[i, j] = r
             f = L[j, i + 1] * r
             mT[i + 1, j] = f
-            di = 1.0 - (A[j, i + 1] + B[j, i + 1])
+            di = shift - (A[j, i + 1] + B[j, i + 1])
             if px and i + 1 == nx - 1:
-                di = di + U[j, nx - 1] * L[j, 0] / (1.0 - (A[j, 0] + B[j, 0]))  # - alpha beta / gamma
+                di = di + U[j, nx - 1] * L[j, 0] / (shift - (A[j, 0] + B[j, 0]))  # - alpha beta / gamma
             piv[j] = di - f * U[j, i]
     for j in range(ny):
         iT[nx - 1, j] = 1.0 / piv[j]
     if px:
         for j in range(ny):
-            z = -(1.0 - (A[j, 0] + B[j, 0]))
+            z = -(shift - (A[j, 0] + B[j, 0]))
             ZX[j, 0] = z
             for i in range(1, nx):
                 e = U[j, nx - 1] if i == nx - 1 else 0.0
@@ -351,13 +346,13 @@ def _factor_x(L, U, A, B, px, FX, ZX, FXs, piv):
             for i in range(nx - 2, -1, -1):
                 z = (ZX[j, i] - UT[i, j] * z) * iT[i, j]
                 ZX[j, i] = z
-            sf = L[j, 0] / (-(1.0 - (A[j, 0] + B[j, 0])))
+            sf = L[j, 0] / (-(shift - (A[j, 0] + B[j, 0])))
             FXs[0, j] = sf
             FXs[1, j] = 1.0 / (1.0 + ZX[j, 0] + sf * ZX[j, nx - 1])
 
 
 @njit(cache=True)
-def _factor_y(L, U, A, B, py, FY, ZY, FYs, piv):
+def _factor_y(L, U, A, B, py, shift, FY, ZY, FYs, piv):
     """:func:`_factor_x` along y for every column, in ``(ny, nx)`` storage: ``FY = (U, m, inv)``,
     ``ZY`` ``(ny, nx)``, ``FYs`` ``(2, nx)``."""
     ny, nx = L.shape
@@ -366,7 +361,7 @@ def _factor_y(L, U, A, B, py, FY, ZY, FYs, piv):
         for i in range(nx):
             Uc[j, i] = U[j, i]
     for i in range(nx):
-        d0 = 1.0 - (A[0, i] + B[0, i])
+        d0 = shift - (A[0, i] + B[0, i])
         piv[i] = d0 + d0 if py else d0
     for j in range(ny - 1):
         for i in range(nx):
@@ -374,15 +369,15 @@ def _factor_y(L, U, A, B, py, FY, ZY, FYs, piv):
             iv[j, i] = r
             f = L[j + 1, i] * r
             m[j + 1, i] = f
-            di = 1.0 - (A[j + 1, i] + B[j + 1, i])
+            di = shift - (A[j + 1, i] + B[j + 1, i])
             if py and j + 1 == ny - 1:
-                di = di + U[ny - 1, i] * L[0, i] / (1.0 - (A[0, i] + B[0, i]))
+                di = di + U[ny - 1, i] * L[0, i] / (shift - (A[0, i] + B[0, i]))
             piv[i] = di - f * U[j, i]
     for i in range(nx):
         iv[ny - 1, i] = 1.0 / piv[i]
     if py:
         for i in range(nx):
-            ZY[0, i] = -(1.0 - (A[0, i] + B[0, i]))
+            ZY[0, i] = -(shift - (A[0, i] + B[0, i]))
         for j in range(1, ny):
             for i in range(nx):
                 e = U[ny - 1, i] if j == ny - 1 else 0.0
@@ -393,7 +388,7 @@ def _factor_y(L, U, A, B, py, FY, ZY, FYs, piv):
             for i in range(nx):
                 ZY[j, i] = (ZY[j, i] - Uc[j, i] * ZY[j + 1, i]) * iv[j, i]
         for i in range(nx):
-            sf = L[0, i] / (-(1.0 - (A[0, i] + B[0, i])))
+            sf = L[0, i] / (-(shift - (A[0, i] + B[0, i])))
             FYs[0, i] = sf
             FYs[1, i] = 1.0 / (1.0 + ZY[0, i] + sf * ZY[ny - 1, i])
 
@@ -638,7 +633,7 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
 
 @njit(cache=True)
 def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
-               newton_tol, newton_maxiter, roundoff, rtol, atol_fraction, kmax, FX, FY):
+               newton_tol, newton_maxiter, roundoff, rtol, atol_fraction, kmax, shift, switch, FX, FY):
     nt1, ny, nx = source.shape
     n = ny * nx
     U = np.empty((nt1, ny, nx))
@@ -663,6 +658,7 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
     df = delta.reshape(n)
     krylov = 0
     failed = 0
+    alpha = 1.0
     U[nt1 - 1] = terminal
     for k in range(nt1 - 2, -1, -1):
         unext = U[k + 1]
@@ -682,11 +678,13 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
                 break
             for q in range(n):
                 bf[q] = -resf[q]
-            _factor_x(C[0], C[1], C[0], C[1], px, FX, ZX, FXs, prev)
-            _factor_y(C[2], C[3], C[2], C[3], py, FY, ZY, FYs, f)
+            _factor_x(C[0], C[1], C[0], C[1], px, alpha, FX, ZX, FXs, prev)
+            _factor_y(C[2], C[3], C[2], C[3], py, alpha, FY, ZY, FYs, f)
             kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, rtol,
                                 atol_fraction * newton_tol * scale, kmax, W, t, prev, f)
             krylov += kit
+            if kit > switch:
+                alpha = shift
             if not ok:
                 failed += 1
             if not _finite(df):  # a non-finite update: a failed step
@@ -708,7 +706,7 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
 
 @njit(cache=True)
 def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, py, c, rtol, atol, kmax, clip,
-              FX, FY):
+              shift, switch, FX, FY):
     nt1, ny, nx = U.shape
     n = ny * nx
     mu = np.empty((nt1, ny, nx))
@@ -727,18 +725,21 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
     f = np.empty(nx)
     krylov = 0
     failed = 0
+    alpha = 1.0
     for k in range(nt1 - 1):
         _system(U[k], empty, empty, False, east, west, north, south, free, free2, slots, codes, c, py, empty, C, d)
         _transpose(C, px, py, T)
         # the lines of J^T are the transposed lines of J: lower T[0], upper T[1], J's diagonal part
-        _factor_x(T[0], T[1], C[0], C[1], px, FX, ZX, FXs, prev)
-        _factor_y(T[2], T[3], C[2], C[3], py, FY, ZY, FYs, f)
+        _factor_x(T[0], T[1], C[0], C[1], px, alpha, FX, ZX, FXs, prev)
+        _factor_y(T[2], T[3], C[2], C[3], py, alpha, FY, ZY, FYs, f)
         b = mu[k]
         x = mu[k + 1]
         x[:, :] = b
         kit, ok = _bicgstab(T, d, FX, ZX, FXs, FY, ZY, FYs, px, py, True, b, x, False, rtol, atol, kmax, W, t,
                             prev, f)
         krylov += kit
+        if kit > switch:
+            alpha = shift
         if not ok:
             failed += 1
         # the mass: round-off negatives to 0, then the defect added in proportion to mu^{k+1}
@@ -783,8 +784,8 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     (solves that stopped at ``KRYLOV_MAXITER``)."""
     c = checks.fdm2d_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = _grid_constants(scheme, c)
-    tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), HJB_RTOL, float(HJB_ATOL_FRACTION),
-           KRYLOV_MAXITER)
+    tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), krylov2d.HJB_FORCING, krylov2d.HJB_FLOOR,
+           KRYLOV_MAXITER, krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
@@ -804,7 +805,7 @@ def make_fp_sweep(scheme):
     ``krylov_iterations`` and ``krylov_failures``."""
     c = checks.fdm2d_constants(scheme, "numba", "FP sweep")
     consts = _grid_constants(scheme, c)
-    tol = (FP_RTOL, FP_ATOL, KRYLOV_MAXITER, CLIP)
+    tol = (krylov2d.FP_RTOL, FP_ATOL, KRYLOV_MAXITER, CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
