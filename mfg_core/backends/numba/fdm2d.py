@@ -13,17 +13,18 @@ no coefficients (identity row). Where each of the stencil's ``E, W, N, S`` entri
 per factory (``slots``). ``J = (I + dt A_x) + (I + dt A_y) - I`` with ``I + dt A_x`` the tridiagonal
 ``(xl, 1 - xl - xr, xr)`` along each x-line (cyclic if x is periodic) and ``I + dt A_y`` alike.
 
-Linear solve. BiCGStab, right preconditioned by the ADI product ``P = (I + dt A_y)(I + dt A_x)``:
-``P^{-1} v`` is one batch of tridiagonal solves along y (every column) and one along x (every row),
-Thomas elimination as in :mod:`.fdm` (each pivot inverted once) with the 1D Sherman-Morrison split on a
-periodic axis; the line factorisations are done once per Newton step (FP: per time step) and applied
-twice per iteration. Why: ``P = J + dt^2 A_y A_x`` is exact for either direction alone (a field that
-varies along one axis only, the 1D problems) and, being a product of two M-matrices' line solves, costs
-``O(n)`` per application on every backend; multigrid would need coarse operators for the upwind,
-obstacle-cut matrices. The FP solve uses ``P^T = (I + dt A_x)^T (I + dt A_y)^T`` on ``J^T``.
-HJB: from 0 to ``||r|| <= 1e-13 ||b||``; FP: from ``mu^n`` to ``||r|| <= 1e-15 ||b||`` (floor 1e-300).
-A breakdown restarts from the current iterate; a solve that does not converge in ``KRYLOV_MAXITER``
-iterations is left as is (HJB: Newton goes on and reports a failed step if its tolerance is missed).
+Linear solve. BiCGStab, right preconditioned by the ADI product ``P = (alpha I + dt A_y)(alpha I + dt
+A_x)``: ``P^{-1} v`` is one batch of tridiagonal solves along y (every column) and one along x (every
+row), Thomas elimination as in :mod:`.fdm` (each pivot inverted once) with the 1D Sherman-Morrison split
+on a periodic axis; the line factorisations are done once per Newton step (FP: per time step) and
+applied twice per iteration. Why: a product of two M-matrices' line solves costs ``O(n)`` per
+application on every backend, and at ``alpha = 1`` it is exact for either direction alone (the 1D
+problems); multigrid would need coarse operators for the upwind, obstacle-cut matrices. The FP solve
+uses ``P^T`` on ``J^T``. The tolerances and the shift ``alpha`` (1, then Peaceman-Rachford's once a
+solve is slow) are the common rule of :mod:`mfg_core.backends.krylov2d`: HJB from 0 with inexact
+Newton's forcing term and floor, FP from ``mu^n`` (floor 1e-300). A breakdown restarts from the
+current iterate; a solve that does not converge in ``KRYLOV_MAXITER`` iterations is left as is (HJB:
+Newton goes on and reports a failed step if its tolerance is missed).
 
 Mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the solve the
 negative values of magnitude ``<= 1e-15 max|mu|`` (round-off) are set to 0 and ``mu^{n+1}`` is
@@ -41,9 +42,7 @@ y-solve and its dot products into the matrix-vector and update loops; ``fastmath
 maths); maxima by eight running maxima (a scalar max chain is latency-bound). Tried and dropped:
 float32 line factors (no measurable gain, and ``P`` is no longer exact on separable fields: lq2d needs
 35-60% more HJB iterations). Not used: ``prange`` (jobs run on one thread, and the parallel dimension
-of a line batch is its vectorised inner loop: a parallel region per row). ``HJB_ATOL_FRACTION`` (default 0, the
-common rule) adds an absolute floor ``fraction * newton_tol * max(1, max|u|)`` to the HJB solves:
-Newton's last steps then stop at what Newton's own test can see. Measurements:
+of a line batch is its vectorised inner loop: a parallel region per row). Measurements:
 ``benchmarks/README.md``, "numba 2D kernels: measurements".
 """
 
@@ -308,8 +307,8 @@ def _transpose(C, px, py, T):
 @njit(cache=True)
 def _factor_x(L, U, A, B, px, shift, FX, ZX, FXs, piv):
     """Factor the tridiagonals of every x-line -- lower ``L``, upper ``U`` (``L[j, 0]``, ``U[j, nx-1]``
-    the wrap couplings if periodic), diagonal ``1 - (A + B)`` -- into ``FX = (U^T, m^T, inv^T)``
-    ``(3, nx, ny)``: Thomas elimination as in :mod:`.fdm` (multipliers ``m``, inverted pivots ``inv``).
+    the wrap couplings if periodic), diagonal ``shift - (A + B)`` (the lines of ``alpha I + dt A_x``) --
+    into ``FX = (U^T, m^T, inv^T)`` ``(3, nx, ny)``: Thomas elimination as in :mod:`.fdm` (multipliers ``m``, inverted pivots ``inv``).
     Periodic: the 1D Sherman-Morrison split (``gamma = -D[j, 0]``), ``ZX`` ``(ny, nx)`` the solution for
     ``(gamma, 0.., alpha)`` and ``FXs = (beta / gamma, 1 / (1 + z_0 + beta z_{n-1} / gamma))`` per line.
     """
@@ -633,7 +632,7 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
 
 @njit(cache=True)
 def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
-               newton_tol, newton_maxiter, roundoff, rtol, atol_fraction, kmax, shift, switch, FX, FY):
+               newton_tol, newton_maxiter, roundoff, forcing, floor, kmax, shift, switch, FX, FY):
     nt1, ny, nx = source.shape
     n = ny * nx
     U = np.empty((nt1, ny, nx))
@@ -680,8 +679,8 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
                 bf[q] = -resf[q]
             _factor_x(C[0], C[1], C[0], C[1], px, alpha, FX, ZX, FXs, prev)
             _factor_y(C[2], C[3], C[2], C[3], py, alpha, FY, ZY, FYs, f)
-            kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, rtol,
-                                atol_fraction * newton_tol * scale, kmax, W, t, prev, f)
+            kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, forcing,
+                                floor * newton_tol * scale, kmax, W, t, prev, f)
             krylov += kit
             if kit > switch:
                 alpha = shift
