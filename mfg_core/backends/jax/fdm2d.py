@@ -13,16 +13,20 @@ diagonal and cancels) and ``D = 1 - (w_E + w_W + w_N + w_S)``, ``J x = D x + sum
 ``J^T y = D y + sum_d S_d^T (w_d y)`` with ``S_d^T`` the adjoint of the shift (the Neumann fold
 sends the wall's entry back onto the inner node).
 
-Linear solve (the project's one method, see benchmarks/README.md): BiCGStab, right-preconditioned
-by ``P = (I + dt A_y)(I + dt A_x)``, ``A_x`` the E/W couplings of every row with their share of the
-diagonal, ``A_y`` the N/S ones. ``P^{-1} v`` is two batches of 1D tridiagonal solves: along ``y``
-for every x-line, then along ``x`` for every y-line (``P^{-T}`` the transposed lines, in the other
-order). A line is the 1D Jacobian of :mod:`.fdm` (Neumann fold, cyclic by the Sherman-Morrison
-split on a periodic axis, a blocked node an identity row, a cut link no entry); it is factorised
-once per Newton step (Thomas multipliers by a ``lax.scan``, and for a cyclic line the
-Sherman-Morrison vector); each application is a forward and a backward in-place ``fori_loop`` over
-the line, vectorised over the lines (x-lines on the transposed field). HJB: ``J delta = -R`` from
-``delta = 0`` to ``||r|| <= 1e-13 ||R||``; FP: from ``mu^n`` to ``||r|| <= 1e-15 ||mu^n||``. A
+Linear solve (the project's one method; the rule -- tolerances, shift -- is :mod:`..krylov2d`'s):
+BiCGStab, right-preconditioned by ``P_alpha = (alpha I + dt A_y)(alpha I + dt A_x)``, ``A_x`` the
+E/W couplings of every row with their share of the diagonal, ``A_y`` the N/S ones. ``P^{-1} v`` is
+two batches of 1D tridiagonal solves: along ``y`` for every x-line, then along ``x`` for every
+y-line (``P^{-T}`` the transposed lines, in the other order). A line is the 1D Jacobian of
+:mod:`.fdm` with ``alpha`` for the identity (Neumann fold, cyclic by the Sherman-Morrison split on
+a periodic axis, a blocked node a row ``alpha``, a cut link no entry); it is factorised once per
+Newton step (Thomas multipliers by a ``lax.scan``, and for a cyclic line the Sherman-Morrison
+vector); each application is a forward and a backward in-place ``fori_loop`` over the line,
+vectorised over the lines (x-lines on the transposed field). Each sweep starts at ``alpha = 1`` and
+after a solve of more than ``krylov2d.SWITCH`` iterations uses ``krylov2d.adi_shift`` for the rest of
+the sweep (``alpha`` carried through the loops). HJB: ``J delta = -R`` from ``delta = 0`` to ``||r||
+<= max(HJB_FORCING ||R||, HJB_FLOOR newton_tol max(1, max|u|))`` (inexact Newton); FP: from ``mu^n``
+to ``||r|| <= FP_RTOL ||mu^n||``. The rule's numbers are read when a sweep is made. A
 cycle has at most ``MAXITER`` iterations; a breakdown (``rho`` or ``omega`` = 0, non-finite) or an
 unconverged cycle restarts from the current iterate with a fresh shadow residual, ``CYCLES`` cycles
 in all. A solve still short of its tolerance is counted (``krylov_unconverged``) and Newton goes on
@@ -37,7 +41,7 @@ there) stays exactly 0.
 Diagnostics (``sweep.diagnostics`` after each call, totals over the sweep): HJB ``newton_steps``,
 ``krylov_iterations``, ``krylov_unconverged``; FP ``krylov_iterations``, ``krylov_unconverged``.
 Only the boundary flags and "has an obstacle" are static in jit; ``dt``, spacings, ``nu``, ``lam``,
-tolerances and masks are traced.
+tolerances, the shift and masks are traced.
 """
 
 from __future__ import annotations
@@ -49,15 +53,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .. import checks
+from .. import checks, krylov2d
 from . import native, resolve_device
 
 jax.config.update("jax_enable_x64", True)
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: BiCGStab: relative residual of the Newton systems and of the FP steps, iteration cap per cycle
-HJB_RTOL = 1e-13
-FP_RTOL = 1e-15
+#: BiCGStab iteration cap per cycle (the tolerances and the preconditioner's shift: :mod:`..krylov2d`)
 MAXITER = 60
 #: cycles of at most MAXITER iterations (a restart from the current iterate between them)
 CYCLES = 4
@@ -157,11 +159,11 @@ def _diagonal(w):
 # ---------------------------------------------------------------------------------------------
 # line solves: batched Thomas (lines along the leading axis of (n, lines) arrays)
 
-def _line_bands(w_plus, w_minus, periodic: bool):
-    """``(lower, diag, upper)`` of the 1D Jacobian along the leading axis (``w_plus`` the ``+1``
-    entries, ``w_minus`` the ``-1`` ones): the Neumann fold of :func:`.fdm._bands`, or the corners
-    ``lower[0]``, ``upper[-1]`` if periodic."""
-    diag = 1.0 - w_plus - w_minus
+def _line_bands(w_plus, w_minus, periodic: bool, alpha):
+    """``(lower, diag, upper)`` of the 1D Jacobian along the leading axis with ``alpha`` in place of
+    the identity (``w_plus`` the ``+1`` entries, ``w_minus`` the ``-1`` ones): the Neumann fold of
+    :func:`.fdm._bands`, or the corners ``lower[0]``, ``upper[-1]`` if periodic."""
+    diag = alpha - w_plus - w_minus
     lower, upper = w_minus, w_plus
     if not periodic:
         i = lax.broadcasted_iota(jnp.int32, lower.shape, 0)
@@ -243,17 +245,18 @@ def _line_solve(lf, rhs):
     return y - ((y[0] + ratio * y[-1]) * inv_denom) * z
 
 
-def _preconditioner(w, periodic, transpose: bool):
-    """``v -> P^{-1} v`` (``P^{-T}`` if ``transpose``), ``P = (I + dt A_y)(I + dt A_x)``; factorised here."""
+def _preconditioner(w, periodic, transpose: bool, alpha):
+    """``v -> P^{-1} v`` (``P^{-T}`` if ``transpose``), ``P = (alpha I + dt A_y)(alpha I + dt A_x)``
+    (``alpha`` traced); factorised here."""
     wE, wW, wN, wS = w
     # x-lines: arrays (nx, ny) -- lines along x, one per y; y-lines: (ny, nx) as they are
-    bx = _line_bands(wE.T, wW.T, periodic[-1])
-    by = _line_bands(wN, wS, periodic[-2])
+    bx = _line_bands(wE.T, wW.T, periodic[-1], alpha)
+    by = _line_bands(wN, wS, periodic[-2], alpha)
     if transpose:
         bx, by = _transpose_bands(*bx), _transpose_bands(*by)
     fx = _line_factor(*bx, periodic[-1])
     fy = _line_factor(*by, periodic[-2])
-    if transpose:  # P^{-T} = (I + dt A_y)^{-T} (I + dt A_x)^{-T}: x-lines first
+    if transpose:  # P^{-T} = (alpha I + dt A_x)^{-T} (alpha I + dt A_y)^{-T}: x-lines first
         return lambda v: _line_solve(fy, _line_solve(fx, v.T).T)
     return lambda v: _line_solve(fx, _line_solve(fy, v).T).T  # P^{-1}: y-lines first
 
@@ -265,9 +268,10 @@ def _dot(a, b):
     return jnp.sum(a * b)
 
 
-def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1):
+def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1, atol=0.0):
     """Solve ``A x = b`` by BiCGStab with right preconditioner ``M^{-1} = precond`` from ``x0`` to
-    ``||r|| <= rtol ||b||`` (``r`` the recursive residual); returns ``(x, iterations, converged)``.
+    ``||r|| <= max(rtol ||b||, atol)`` (``r`` the recursive residual); returns ``(x, iterations,
+    converged)``.
 
     The inner loop is plain BiCGStab with scalar guards only (no vector selects, no branch): a
     converged half step sets ``omega = 0`` (``x + alpha phat``, ``r = s``); a breakdown (``rho = 0``,
@@ -275,7 +279,7 @@ def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1):
     has at most ``maxiter`` iterations; the outer loop restarts a cycle that broke down or did not
     converge from its current iterate (true residual, fresh shadow residual), ``cycles`` cycles in all.
     """
-    bound2 = (rtol * rtol) * _dot(b, b)
+    bound2 = jnp.maximum((rtol * rtol) * _dot(b, b), atol * atol)
     one = jnp.ones((), b.dtype)
     zero = jnp.zeros_like(b)
     total = maxiter * cycles
@@ -335,8 +339,8 @@ def _masks(free, cuts, obstacle: bool):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, rtol, maxiter, cycles,
-               *, periodic, obstacle):
+def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, forcing, floor, maxiter,
+               cycles, shift, switch, *, periodic, obstacle):
     free, cuts = _masks(free, cuts, obstacle)
 
     def linearise(u, unext, src):
@@ -346,53 +350,62 @@ def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, ne
         scale = jnp.maximum(1.0, jnp.max(jnp.abs(u)))
         return res, a, scale, jnp.max(jnp.abs(res)) <= newton_tol * scale
 
-    def step(unext, src):
+    def step(carry, src):
         # as the 1D sweep: the state carries the linearisation at the current iterate; status 1 =
-        # residual test passed, 2 = update at round-off
+        # residual test passed, 2 = update at round-off; alpha (the preconditioner's shift, 1 until
+        # a solve takes more than ``switch`` iterations) is carried through the whole sweep
+        unext, alpha = carry
+
         def cond(state):
             it, status = state[0], state[5]
             return jnp.logical_and(status == 0, it < newton_maxiter)
 
         def body(state):
-            it, u, res, a, scale, _, kry, missed = state
+            it, u, res, a, scale, _, kry, missed, alpha = state
             w = _offdiagonal(a, free, cuts, dt, hx, hy, nu)
+            # inexact Newton (krylov2d): ||r|| <= max(forcing ||R||, floor newton_tol max(1, max|u|))
             delta, k, solved = bicgstab(_matvec(w, _diagonal(w), periodic, False),
-                                        _preconditioner(w, periodic, False), -res, jnp.zeros_like(res), rtol, maxiter,
-                                        cycles)
+                                        _preconditioner(w, periodic, False, alpha), -res, jnp.zeros_like(res),
+                                        forcing, maxiter, cycles, floor * newton_tol * scale)
+            alpha = jnp.where(k > switch, shift, alpha)
             u = u + delta
             tiny = jnp.max(jnp.abs(delta)) <= _ROUNDOFF * scale
             res, a, scale, conv = linearise(u, unext, src)
             status = jnp.where(tiny, 2, jnp.where(conv, 1, 0))
-            return it + 1, u, res, a, scale, status, kry + k, missed + (~solved).astype(jnp.int64)
+            return it + 1, u, res, a, scale, status, kry + k, missed + (~solved).astype(jnp.int64), alpha
 
         res, a, scale, conv = linearise(unext, unext, src)
         zero = jnp.asarray(0, jnp.int64)
-        init = (zero, unext, res, a, scale, jnp.where(conv, 1, 0), zero, zero)
-        it, u, _, _, _, status, kry, missed = lax.while_loop(cond, body, init)
+        init = (zero, unext, res, a, scale, jnp.where(conv, 1, 0), zero, zero, alpha)
+        it, u, _, _, _, status, kry, missed, alpha = lax.while_loop(cond, body, init)
         count = jnp.where(status == 0, -newton_maxiter, it)
-        return u, (u, count, kry, missed)
+        return (u, alpha), (u, count, kry, missed)
 
-    _, (U_rev, its_rev, kry_rev, missed) = lax.scan(step, terminal, source[1:][::-1])
+    one = jnp.ones((), terminal.dtype)
+    _, (U_rev, its_rev, kry_rev, missed) = lax.scan(step, (terminal, one), source[1:][::-1])
     U = jnp.concatenate([U_rev[::-1], terminal[None]], axis=0)
     return U, its_rev[::-1], jnp.sum(kry_rev), jnp.sum(missed)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, cycles, clip, *, periodic, obstacle):
+def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, cycles, clip, shift, switch, *, periodic,
+              obstacle):
     free, cuts = _masks(free, cuts, obstacle)
     mass0 = jnp.sum(mu0)
 
-    def step(mu, u):
+    def step(carry, u):
+        mu, alpha = carry  # alpha: the preconditioner's shift, as in the HJB sweep
         a, _, _ = _upwind(u, cuts, hx, hy, lam, periodic)
         w = _offdiagonal(a, free, cuts, dt, hx, hy, nu)
-        nxt, k, conv = bicgstab(_matvec(w, _diagonal(w), periodic, True), _preconditioner(w, periodic, True),
+        nxt, k, conv = bicgstab(_matvec(w, _diagonal(w), periodic, True), _preconditioner(w, periodic, True, alpha),
                                 mu, mu, rtol, maxiter, cycles)
+        alpha = jnp.where(k > switch, shift, alpha)
         # mass: round-off negatives to 0, then the defect spread in proportion to mu (docstring)
         nxt = jnp.where((nxt < 0.0) & (nxt >= -clip * jnp.max(nxt)), 0.0, nxt)
         nxt = nxt * (mass0 / jnp.sum(nxt))
-        return nxt, (nxt, k, ~conv)
+        return (nxt, alpha), (nxt, k, ~conv)
 
-    _, (mus, kry, missed) = lax.scan(step, mu0, U[:-1])
+    _, (mus, kry, missed) = lax.scan(step, (mu0, jnp.ones((), mu0.dtype)), U[:-1])
     return jnp.concatenate([mu0[None], mus], axis=0), jnp.sum(kry), jnp.sum(missed)
 
 
@@ -433,8 +446,10 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
     to the device; ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "HJB sweep", newton_tol, newton_maxiter)
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(c.newton_tol), np.int64(c.newton_maxiter), np.float64(HJB_RTOL), np.int64(MAXITER),
-                   np.int64(CYCLES))
+    # the krylov2d rule, read here (not at import) so that a changed module attribute takes effect
+    solver = s.put(np.float64(c.newton_tol), np.int64(c.newton_maxiter), np.float64(krylov2d.HJB_FORCING),
+                   np.float64(krylov2d.HJB_FLOOR), np.int64(MAXITER), np.int64(CYCLES),
+                   np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
@@ -454,7 +469,8 @@ def make_fp_sweep(scheme, *, device="cpu"):
     ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "FP sweep")
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(CLIP))
+    solver = s.put(np.float64(krylov2d.FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(CLIP),
+                   np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
