@@ -7,14 +7,17 @@ linear solve that runs on any device.
                 stop when max|R| <= newton_tol max(1, max|u|) or the update is <= 16 eps times that.
     FP step n:  (I + dt A(u^n))^T mu^{n+1} = mu^n,  mu = w m (mass variables).
 
-Linear solve (the same algorithm on every backend of the project)
------------------------------------------------------------------
-BiCGStab, right-preconditioned by the alternating-direction product ``P = (I + dt A_y)(I + dt A_x)``:
-``A = A_x + A_y`` split by direction (``A_x`` holds the E/W couplings of each row and their share of
-the diagonal, ``A_y`` the N/S ones), so ``P^{-1} v`` is two batches of 1D tridiagonal solves, along
-``y`` for every ``x``-line, then along ``x`` for every ``y``-line (FP: ``P^T``, the transposed line
-systems in the opposite order). HJB: from 0 to ``||r|| <= 1e-13 ||b||``; FP: from ``mu^n`` to
-``||r|| <= 1e-15 ||b||``; 60 iterations at most, a breakdown (``rho = 0``, ``omega = 0``) restarts
+Linear solve (the rule of :mod:`mfg_core.backends.krylov2d`, common to the 2D Krylov backends)
+---------------------------------------------------------------------------------------------------
+BiCGStab, right-preconditioned by the shifted alternating-direction product ``P_alpha = (alpha I +
+dt A_y)(alpha I + dt A_x)``: ``A = A_x + A_y`` split by direction (``A_x`` holds the E/W couplings of
+each row and their share of the diagonal, ``A_y`` the N/S ones), so ``P_alpha^{-1} v`` is two batches
+of 1D tridiagonal solves, along ``y`` for every ``x``-line, then along ``x`` for every ``y``-line (FP:
+``P_alpha^T``, the transposed line systems in the opposite order). Each sweep starts at ``alpha = 1``
+and uses ``krylov2d.adi_shift`` for the rest of the sweep once a solve has taken more than
+``krylov2d.SWITCH`` iterations (both read when the sweep is made). HJB: inexact Newton, from 0 to
+``||r|| <= max(HJB_FORCING ||b||, HJB_FLOOR newton_tol max(1, max|u|))``; FP: from ``mu^n`` to
+``||r|| <= FP_RTOL ||b||``. 60 iterations at most, a breakdown (``rho = 0``, ``omega = 0``) restarts
 the shadow residual. An HJB solve that has not converged is used as it is (Newton takes another step
 from the true residual, or reports a negative count); an FP solve restarts from its last iterate (up
 to 4 x 60 iterations). Nothing falls back to numpy. ``kernel.diagnostics``: ``newton_steps``,
@@ -54,14 +57,11 @@ from typing import List
 import numpy as np
 import torch
 
-from .. import checks
+from .. import checks, krylov2d
 from ._common import F64, device_of, field, native
 from .fdm import _scripted
 
 _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
-#: relative residual of the Newton systems and of the FP systems
-HJB_RTOL = 1e-13
-FP_RTOL = 1e-15
 #: BiCGStab iterations per solve at most; an FP solve that has not converged restarts, FP_CYCLES times at most
 MAXITER = 60
 FP_CYCLES = 4
@@ -100,8 +100,8 @@ class _Bands:
     neighbour of ``p`` in direction ``d`` (E/W: ``p -+ 1``, N/S: ``p -+ nx``, periodic: wrapped),
     where ``F_d`` is 2 on the inner side of a Neumann wall (the ghost's entry folds onto it), 0 on
     its outer side, on a cut link and on a blocked row, 1 elsewhere. Then ``J v = D v - sum_d band_d
-    v_{d}``, ``D = 1 + sum_d band_d``, and ``b_x = 1 + band_W + band_E`` (``y`` alike) are the
-    diagonals of ``I + dt A_x``, ``I + dt A_y``. On a periodic axis the wrap couplings (the line
+    v_{d}``, ``D = 1 + sum_d band_d``, and ``b_x = alpha + band_W + band_E`` (``y`` alike) are the
+    diagonals of the preconditioner's line systems ``alpha I + dt A_x``, ``alpha I + dt A_y``. On a periodic axis the wrap couplings (the line
     systems' corners) are copied out and zeroed in the bands. ``order`` is the row order of the four
     bands in ``flat`` (E/W and N/S adjacent, so that each diagonal is one product).
     """
@@ -187,11 +187,15 @@ class _Bands:
         torch.sub(u, base, out=res)
         res.addmv_(self.DQ.T, self.wres)
 
-    def assemble(self) -> None:
-        """The bands, diagonals and (periodic) corners from the last :meth:`differences`."""
+    def assemble(self, alpha: float = 1.0) -> None:
+        """The bands, diagonals and (periodic) corners from the last :meth:`differences`; the line
+        diagonals ``b_x``, ``b_y`` get ``alpha`` in place of 1 (the shifted preconditioner of
+        :mod:`..krylov2d`; ``D`` keeps 1)."""
         torch.addcmul(self.Fc, self.Fk, self.Q, out=self.B4)
-        torch.addmv(self.ones, self.Bx.T, self.ones2, out=self.bx)
-        torch.addmv(self.ones, self.By.T, self.ones2, out=self.by)
+        torch.mv(self.Bx.T, self.ones2, out=self.bx)
+        self.bx.add_(alpha)
+        torch.mv(self.By.T, self.ones2, out=self.by)
+        self.by.add_(alpha)
         torch.addmv(self.ones, self.B4.T, self.ones4, out=self.D)
         for view, keep in self.corner_views:
             keep.copy_(view)
@@ -253,11 +257,13 @@ def _matvec(m: List[torch.Tensor]) -> None:
         m[k].addcmul_(m[k + 1], m[k + 2], value=-1.0)
 
 
-def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int, vec: List[torch.Tensor],
+def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, atol: float, maxiter: int,
+              vec: List[torch.Tensor],
               pre: List[List[torch.Tensor]], lines: List[List[torch.Tensor]],
               mv: List[List[torch.Tensor]]) -> List[int]:
-    """Right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0; returns
-    ``[iterations, converged]``. One host sync per iteration (``[rho, r.r, omega, alpha]``)."""
+    """Right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0 to ``||r|| <=
+    max(rtol ||b||, atol)``; returns ``[iterations, converged]``. One host sync per iteration
+    (``[rho, r.r, omega, alpha]``)."""
     (r, rhat, p, s, v, t, phat, shat, RR, ST, state, rv, tst, rho_t, rr_t, omega, alpha, ts, tt,
      head) = vec
     if x0:
@@ -271,7 +277,7 @@ def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: 
     torch.dot(b, b, out=omega)
     m: List[float] = state.tolist()
     rho, rr = m[0], m[1]
-    target = rtol * rtol * m[2]
+    target = max(rtol * rtol * m[2], atol * atol)
     if rr <= target:
         return [0, 1]
     if rr != rr or rr == float("inf"):
@@ -563,11 +569,12 @@ class _Operator:
         """``phat = P^{-1} p`` (``which = 0``) or ``shat = P^{-1} s`` (1)."""
         _PRECONDITION(self.pre[which], self.lines)
 
-    def bicgstab(self, b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, maxiter: int) -> tuple[int, bool]:
-        """Solve ``op x = b`` (right-preconditioned BiCGStab, :func:`_bicgstab`); ``x0``: start from
-        ``x`` (then ``x`` must be :attr:`x`, the padded one), else from 0. Returns ``(iterations,
-        converged)``."""
-        it, ok = _BICGSTAB(b, x, x0, rtol, maxiter, self.vec, self.pre, self.lines, self.mv)
+    def bicgstab(self, b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, atol: float,
+                 maxiter: int) -> tuple[int, bool]:
+        """Solve ``op x = b`` to ``||r|| <= max(rtol ||b||, atol)`` (right-preconditioned BiCGStab,
+        :func:`_bicgstab`); ``x0``: start from ``x`` (then ``x`` must be :attr:`x`, the padded one),
+        else from 0. Returns ``(iterations, converged)``."""
+        it, ok = _BICGSTAB(b, x, x0, rtol, atol, maxiter, self.vec, self.pre, self.lines, self.mv)
         return it, bool(ok)
 
 
@@ -594,6 +601,8 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
         freedt = torch.tensor(c.dt * c.stencil.free.astype(np.float64), **lay.f64)
     lock = threading.Lock()
     tol, maxit = c.newton_tol, c.newton_maxiter
+    forcing, floor = float(krylov2d.HJB_FORCING), float(krylov2d.HJB_FLOOR)
+    shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
 
     def sweep(source, terminal):
         with lock, torch.inference_mode():
@@ -604,6 +613,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
             U[-1] = g
             its = np.zeros(nt1 - 1, dtype=np.int64)
             krylov = unconverged = 0
+            alpha = 1.0  # the line shift: krylov2d.adi_shift(c) after a slow solve, for the rest of the sweep
             for k in range(nt1 - 2, -1, -1):
                 u.copy_(U[k + 1])
                 torch.addcmul(U[k + 1], freedt, S[k + 1], out=base)
@@ -623,10 +633,12 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
                         break
                     if it == maxit:
                         break
-                    bands.assemble()
+                    bands.assemble(alpha)
                     op.reduce()
-                    kit, ok = op.bicgstab(res, delta, False, HJB_RTOL, MAXITER)
+                    kit, ok = op.bicgstab(res, delta, False, forcing, floor * tol * scale, MAXITER)
                     krylov += kit
+                    if kit > switch:
+                        alpha = shift
                     unconverged += not ok  # Newton takes another step from the inexact update
                     u.sub_(delta)
                 its[k] = count
@@ -654,6 +666,8 @@ def make_fp_sweep(scheme, *, device="cpu"):
         floor = torch.zeros((), **lay.f64)
         ratio = torch.zeros((), **lay.f64)
     lock = threading.Lock()
+    rtol = float(krylov2d.FP_RTOL)
+    shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
 
     def sweep(U, mu0):
         with lock, torch.inference_mode():
@@ -664,16 +678,21 @@ def make_fp_sweep(scheme, *, device="cpu"):
             mu[0] = m0
             krylov = unconverged = 0
             torch.sum(mu[0], dim=0, out=mass[0])
+            alpha = 1.0  # the line shift, as in the HJB sweep
             for k in range(nt1 - 1):
                 bands.differences(Uf[k])
-                bands.assemble()
+                bands.assemble(alpha)
                 op.reduce()
                 x.copy_(mu[k])
+                solve = 0  # this time step's iterations, restarts included
                 for _ in range(FP_CYCLES):  # restarted from the last iterate (true residual, new shadow)
-                    kit, ok = op.bicgstab(mu[k], x, True, FP_RTOL, MAXITER)
-                    krylov += kit
+                    kit, ok = op.bicgstab(mu[k], x, True, rtol, 0.0, MAXITER)
+                    solve += kit
                     if ok:
                         break
+                krylov += solve
+                if solve > switch:
+                    alpha = shift
                 unconverged += not ok
                 # round-off negatives to 0, then the mass of mu^k restored in proportion to mu^{k+1}
                 torch.amax(x, 0, out=floor)
