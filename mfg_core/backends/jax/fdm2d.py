@@ -33,10 +33,10 @@ in all. A solve still short of its tolerance is counted (``krylov_unconverged``)
 with it (its own residual test decides, a negative count if never met); nothing falls back.
 
 FP mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after each
-solve the round-off negatives (``>= -1e-13 max mu``) are set to 0 and ``mu^{n+1}`` is scaled by
-``sum(mu^0) / sum(mu^{n+1})`` (the defect spread in proportion to ``mu``): every step has the mass of
-``mu^0`` to one rounding, and a blocked node (an identity row and column of ``J``, ``mu^0 = 0``
-there) stays exactly 0.
+solve the negatives of the solve's error (``>= -FP_CLIP max mu``, :mod:`..krylov2d`) are set to 0 and
+``mu^{n+1}`` is scaled by ``sum(mu^0) / sum(mu^{n+1})`` (the defect spread in proportion to ``mu``):
+every step has the mass of ``mu^0`` to one rounding, and a blocked node (an identity row and column of
+``J``, ``mu^0 = 0`` there) stays exactly 0.
 
 Diagnostics (``sweep.diagnostics`` after each call, totals over the sweep): HJB ``newton_steps``,
 ``krylov_iterations``, ``krylov_unconverged``; FP ``krylov_iterations``, ``krylov_unconverged``.
@@ -63,8 +63,6 @@ _ROUNDOFF = 16 * np.finfo(np.float64).eps
 MAXITER = 60
 #: cycles of at most MAXITER iterations (a restart from the current iterate between them)
 CYCLES = 4
-#: FP negatives down to this fraction of max(mu) are round-off and set to 0
-CLIP = 1e-13
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +467,7 @@ def make_fp_sweep(scheme, *, device="cpu"):
     ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "FP sweep")
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(krylov2d.FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(CLIP),
+    solver = s.put(np.float64(krylov2d.FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(krylov2d.FP_CLIP),
                    np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
 
     def sweep(U, mu0):

@@ -27,8 +27,8 @@ current iterate; a solve that does not converge in ``KRYLOV_MAXITER`` iterations
 Newton goes on and reports a failed step if its tolerance is missed).
 
 Mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the solve the
-negative values of magnitude ``<= 1e-15 max|mu|`` (round-off) are set to 0 and ``mu^{n+1}`` is
-rescaled by ``sum(mu^n) / sum(mu^{n+1})`` -- the defect added to the free nodes in proportion to
+negative values of magnitude ``<= FP_CLIP max|mu|`` (the solve's error, :mod:`..krylov2d`) are set to
+0 and ``mu^{n+1}`` is rescaled by ``sum(mu^n) / sum(mu^{n+1})`` -- the defect added to the free nodes in proportion to
 ``mu^{n+1}`` (blocked nodes are exactly 0 and stay so). So the mass is exact to round-off at every step.
 
 Decisions: one ``@njit(cache=True)`` function per sweep (no Python per step), every buffer allocated
@@ -62,8 +62,6 @@ FP_ATOL = 1e-300
 KRYLOV_MAXITER = 400
 #: restarts of one solve after a breakdown
 KRYLOV_RESTARTS = 5
-#: mass fix: negatives of at most this fraction of max(mu) are round-off and set to 0
-CLIP = 1e-15
 
 _FM = {"reassoc", "contract"}
 
@@ -804,7 +802,7 @@ def make_fp_sweep(scheme):
     ``krylov_iterations`` and ``krylov_failures``."""
     c = checks.fdm2d_constants(scheme, "numba", "FP sweep")
     consts = _grid_constants(scheme, c)
-    tol = (krylov2d.FP_RTOL, FP_ATOL, KRYLOV_MAXITER, CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
+    tol = (krylov2d.FP_RTOL, FP_ATOL, KRYLOV_MAXITER, krylov2d.FP_CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)

@@ -24,8 +24,8 @@ to 4 x 60 iterations). Nothing falls back to numpy. ``kernel.diagnostics``: ``ne
 ``krylov_iterations`` (totals over the sweep) and ``krylov_unconverged`` (solves that stopped short).
 
 Mass (FP). The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the
-solve, negatives of round-off size (``>= -1e-15 max mu``) are set to 0 and ``mu^{n+1}`` is scaled by
-``sum(mu^n) / sum(mu^{n+1})`` (the defect added in proportion to ``mu^{n+1}``), so the mass is exact to
+solve, negatives of the solve's error (``>= -FP_CLIP max mu``, :mod:`..krylov2d`) are set to 0 and
+``mu^{n+1}`` is scaled by ``sum(mu^n) / sum(mu^{n+1})`` (the defect added in proportion to ``mu^{n+1}``), so the mass is exact to
 round-off, blocked nodes stay exactly 0 (their rows and columns are ``e_p``, and every operation
 below maps a zero there to a zero) and ``mu >= 0``.
 
@@ -65,8 +65,6 @@ _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
 #: BiCGStab iterations per solve at most; an FP solve that has not converged restarts, FP_CYCLES times at most
 MAXITER = 60
 FP_CYCLES = 4
-#: negatives above -NEG_ROUNDOFF * max(mu) after an FP solve are round-off, set to 0
-NEG_ROUNDOFF = 1e-15
 
 
 def _levels(n: int) -> int:
@@ -696,7 +694,7 @@ def make_fp_sweep(scheme, *, device="cpu"):
                 unconverged += not ok
                 # round-off negatives to 0, then the mass of mu^k restored in proportion to mu^{k+1}
                 torch.amax(x, 0, out=floor)
-                floor.mul_(-NEG_ROUNDOFF)
+                floor.mul_(-krylov2d.FP_CLIP)
                 x.masked_fill_((x < 0.0) & (x >= floor), 0.0)
                 torch.sum(x, dim=0, out=mass[1])
                 torch.div(mass[0], mass[1], out=ratio)
