@@ -8,28 +8,28 @@ direction) is right-preconditioned by the alternating-direction product
     P_alpha = (alpha I + dt A_y)(alpha I + dt A_x)        (scale irrelevant to the Krylov iterates)
 
 whose two factors are batches of 1D tridiagonal solves. ``alpha = 1`` gives ``P = J + dt^2 A_y A_x``,
-exact where one direction drops out and nearly so on separable problems (lq2d: about one iteration
-per Newton step); but where ``dt nu / h^2`` is large and the field is not separable (a pillar in the
-room) its error ``dt^2 A_y A_x`` dominates and the iterations grow like ``dt nu / h^2``. The shift
-that balances the two is Peaceman-Rachford's single parameter: with ``J = H + V``, ``H = I/2 + dt
-A_x`` and ``V = I/2 + dt A_y`` of spectra in ``[1/2, 1/2 + 4 c]``, ``c = dt nu max(hx^-2, hy^-2)``,
-the optimal ``r = sqrt(1/2 (1/2 + 4 c))`` and ``alpha = r + 1/2`` (:func:`adi_shift`). It halves
-the iterations of evacuation2d at 128^2 (42 -> 17 on a random right-hand side; the same on lq2d and
-stationary_log2d at their own ``alpha``) but costs lq2d its near-exactness, so every sweep starts at
-``alpha = 1`` and switches to the shift for the rest of the sweep once one solve takes more than
-``SWITCH`` iterations. Advection is left out of ``c`` (the factory fixes the shift before it sees
-``u``); the formula's ``alpha`` was within the measured optimum's basin on all three named problems.
+exact where one direction drops out and nearly so on separable problems (lq2d); but where ``dt nu /
+h^2`` is large and the field is not separable (a pillar in the room) its error ``dt^2 A_y A_x``
+dominates and the iterations grow with ``dt nu / h^2``. The shift that balances the two is
+Peaceman-Rachford's single parameter: with ``J = H + V``, ``H = I/2 + dt A_x`` and ``V = I/2 + dt
+A_y`` of spectra in ``[1/2, 1/2 + 4 c]``, ``c = dt nu max(hx^-2, hy^-2)``, the optimal ``r = sqrt(1/2
+(1/2 + 4 c))`` and ``alpha = r + 1/2`` (:func:`adi_shift`). It cuts the iterations where ``dt nu /
+h^2`` is large but costs lq2d its near-exactness, so every sweep starts at ``alpha = 1`` and
+switches to the shift for the rest of the sweep once one solve takes more than ``SWITCH``
+iterations. Advection is left out of ``c`` (the factory fixes the shift before it sees ``u``); the
+formula's ``alpha`` is at or next to the best of the measured values on the three named 2D problems
+(``benchmarks/README.md``, "The 2D Krylov rule", for this and every choice below).
 
 Tolerances. HJB: inexact Newton with a constant forcing term, ``||r|| <= max(HJB_FORCING ||b||,
 HJB_FLOOR newton_tol max(1, max|u|))`` from 0 (``b = -R(u)``): a linear residual ``eta ||R||``
 costs Newton at most a factor ``eta`` per step, and the floor (2-norm, so also a bound on max|r|)
 stops where Newton's own test (max|R| <= newton_tol max(1, max|u|)) can no longer see the
-difference. The Newton steps are within a few of the reference's and U within 1e-12 of it
-(``benchmarks/README.md``). FP: ``||r|| <= FP_RTOL ||b||`` from ``mu^n``; the mass is restored
-exactly after the solve, so the tolerance only sets M's accuracy (about 1e-12 of numpy's). The
-scheme's density is nonnegative (``J^T`` is an M-matrix); the solve's error can leave negatives of
-its own size where the density is 0 (around the pillar: -8e-15 max(mu) at 128^2), so negatives down
-to ``-FP_CLIP max(mu)`` are set to 0 before the mass is restored, and ``m >= 0`` holds exactly.
+difference; Newton takes about the reference's steps to the same U within its tolerance. FP:
+``||r|| <= FP_RTOL ||b||`` from ``mu^n``; the mass is restored exactly after the solve, so the
+tolerance only sets M's accuracy. The scheme's density is nonnegative (``J^T`` is an M-matrix);
+the solve's error can leave negatives of its own size where the density is 0 (around the pillar of
+evacuation2d), so negatives down to ``-FP_CLIP max(mu)`` are set to 0 before the mass is restored,
+and ``m >= 0`` holds exactly.
 """
 
 from __future__ import annotations
