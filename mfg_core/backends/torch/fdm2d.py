@@ -26,8 +26,8 @@ to 4 x 60 iterations). Nothing falls back to numpy. ``kernel.diagnostics``: ``ne
 Mass (FP). The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the
 solve, negatives of the solve's error (``>= -FP_CLIP max mu``, :mod:`..krylov2d`) are set to 0 and
 ``mu^{n+1}`` is scaled by ``sum(mu^n) / sum(mu^{n+1})`` (the defect added in proportion to
-``mu^{n+1}``), so the mass is exact to round-off, blocked nodes stay exactly 0 (their rows and columns are ``e_p``, and every operation
-below maps a zero there to a zero) and ``mu >= 0``.
+``mu^{n+1}``), so the mass is exact to round-off, blocked nodes stay exactly 0 (their rows and
+columns are ``e_p``, and every operation below maps a zero there to a zero) and ``mu >= 0``.
 
 Line solves (:class:`_Lines`). Every batch is stored with the line index slow -- the y-lines in the
 natural ``(y, x)`` array, the x-lines in its transpose (a copy each way per application) -- so every
@@ -100,8 +100,9 @@ class _Bands:
     its outer side, on a cut link and on a blocked row, 1 elsewhere. Then ``J v = D v - sum_d band_d
     v_{d}``, ``D = 1 + sum_d band_d``, and ``b_x = alpha + band_W + band_E`` (``y`` alike) are the
     diagonals of the preconditioner's line systems ``alpha I + dt A_x``, ``alpha I + dt A_y``. On a
-    periodic axis the wrap couplings (the line systems' corners) are copied out and zeroed in the bands. ``order`` is the row order of the four
-    bands in ``flat`` (E/W and N/S adjacent, so that each diagonal is one product).
+    periodic axis the wrap couplings (the line systems' corners) are copied out and zeroed in the
+    bands. ``order`` is the row order of the four bands in ``flat`` (E/W and N/S adjacent, so that
+    each diagonal is one product).
     """
 
     def __init__(self, c: checks.FDM2DConstants, lay: _Layout, order: str, periodic: tuple[bool, bool],
