@@ -629,6 +629,15 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
 # the sweeps
 
 @njit(cache=True)
+def _krylov_workspace(ny, nx):
+    """What :func:`_bicgstab` and the line factorisations need beside the factors: the periodic
+    Sherman-Morrison vectors and scalars ``ZX, ZY, FXs, FYs``, BiCGStab's six vectors ``W``, and the
+    line solves' scratch ``t`` ``(nx, ny)``, ``prev`` ``(ny,)``, ``f`` ``(nx,)``."""
+    return (np.zeros((ny, nx)), np.zeros((ny, nx)), np.zeros((2, ny)), np.zeros((2, nx)), np.empty((6, ny, nx)),
+            np.empty((nx, ny)), np.empty(ny), np.empty(nx))
+
+
+@njit(cache=True)
 def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
                newton_tol, newton_maxiter, roundoff, forcing, floor, kmax, shift, switch, FX, FY):
     nt1, ny, nx = source.shape
@@ -638,14 +647,7 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
     res = np.empty((ny, nx))
     C = np.empty((4, ny, nx))
     d = np.empty((ny, nx))
-    ZX = np.zeros((ny, nx))
-    ZY = np.zeros((ny, nx))
-    FXs = np.zeros((2, ny))
-    FYs = np.zeros((2, nx))
-    W = np.empty((6, ny, nx))
-    t = np.empty((nx, ny))
-    prev = np.empty(ny)
-    f = np.empty(nx)
+    ZX, ZY, FXs, FYs, W, t, prev, f = _krylov_workspace(ny, nx)
     b = np.empty((ny, nx))
     delta = np.empty((ny, nx))
     u = np.empty((ny, nx))
@@ -712,14 +714,7 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
     C = np.empty((4, ny, nx))
     T = np.empty((4, ny, nx))
     d = np.empty((ny, nx))
-    ZX = np.zeros((ny, nx))
-    ZY = np.zeros((ny, nx))
-    FXs = np.zeros((2, ny))
-    FYs = np.zeros((2, nx))
-    W = np.empty((6, ny, nx))
-    t = np.empty((nx, ny))
-    prev = np.empty(ny)
-    f = np.empty(nx)
+    ZX, ZY, FXs, FYs, W, t, prev, f = _krylov_workspace(ny, nx)
     krylov = 0
     failed = 0
     alpha = 1.0
