@@ -13,7 +13,9 @@ weights). Per iteration ``k`` the history records
 * ``residual_U``, ``residual_M``: the relative fixed-point residual of the point the rule evaluated,
   ``||Phi(x)_U - U|| / ||Phi(x)_U||`` (NaN where the map could not be evaluated there), the quantity
   that compares across rules (under damping the change is ``thetaUM`` times it);
-* ``mass_error`` (``max_n |sum(w M_{k+1}[n]) - 1|``), ``min_M``, ``seconds``, and what the rule adds.
+* ``mass_error`` (``max_n |sum(w M_{k+1}[n]) - 1|``), ``min_M``, ``seconds``, and what the rule adds;
+* where the solvers' kernels count them (2D FDM), ``hjb_newton_steps`` and per solver ``hjb_`` /
+  ``fp_`` ``krylov_iterations`` and ``krylov_unconverged`` (linear solves short of their tolerance).
 
 Stop: ``converged`` when an accepted step has ``max(change_U, change_M) < tolerance`` (and, for a rule
 with ``stop_on_residual``, also the residual); ``diverged`` when the residual of an accepted step
@@ -49,6 +51,8 @@ log = logging.getLogger("mfg_core")
 INITIAL_GUESSES = ("terminal", "heat")
 #: step diagnostics of the FP solver that go into the result (stored on t)
 STEP_DIAGNOSTICS = ("reflected_fraction", "wrapped_fraction", "bandwidth")
+#: the solvers' linear-solve counts recorded per iteration (``hjb_`` / ``fp_`` + the name)
+LINEAR_DIAGNOSTICS = ("newton_steps", "krylov_iterations", "krylov_unconverged")
 
 
 class Step:
@@ -227,7 +231,7 @@ class FixedPointLoop:
                 hist.setdefault(key, []).append(value)
             for prefix, solver in (("hjb", self.hjb_solver), ("fp", self.fp_solver)):
                 for key, value in (getattr(solver, "diagnostics", None) or {}).items():
-                    if key in ("newton_steps", "krylov_iterations"):
+                    if key in LINEAR_DIAGNOSTICS:
                         hist.setdefault(f"{prefix}_{key}", []).append(int(value))
             hist["seconds"].append(time.perf_counter() - t0)
             change, residual = max(change_U, change_M), max(res_U, res_M)

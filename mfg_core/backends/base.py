@@ -16,8 +16,9 @@ the pip extra that installs it, in :data:`mfg_core.backends.REGISTRY`) with
 
 A kernel may also set ``kernel.diagnostics`` (a dict of counts) after each call: the 2D HJB sweeps
 report ``newton_steps`` and ``krylov_iterations`` (linear iterations over the sweep), the 2D FP
-sweeps ``krylov_iterations``; the solvers pass them on (``solver.diagnostics``) and the fixed-point
-loop records them per iteration.
+sweeps ``krylov_iterations``; the iterative ones (numba, jax, torch) also ``krylov_unconverged``
+(solves still short of their tolerance after :mod:`.krylov2d`'s caps). The solvers pass them on
+(``solver.diagnostics``) and the fixed-point loop records them per iteration.
 
 A factory validates the :class:`~mfg_core.grid.Scheme` (or grid) and the settings once
 (:mod:`mfg_core.backends.checks`) and returns a kernel that closes over the constants; kernels take

@@ -30,6 +30,15 @@ tolerance only sets M's accuracy. The scheme's density is nonnegative (``J^T`` i
 the solve's error can leave negatives of its own size where the density is 0 (around the pillar of
 evacuation2d), so negatives down to ``-FP_CLIP max(mu)`` are set to 0 before the mass is restored,
 and ``m >= 0`` holds exactly.
+
+Caps. A solve runs at most ``CYCLE * CYCLES`` BiCGStab iterations in all, in cycles of at most
+``CYCLE``: a cycle ends at a breakdown (``rho``, ``(r_hat, v)``, ``(t, t)`` or ``omega`` zero, or a
+non-finite value) or at its cap, and the next starts from the current iterate with its true residual
+and a fresh shadow residual (the recursive residual drifts from the true one over long runs, and a
+restart also clears a near-breakdown). A solve still short of its tolerance after the last cycle is
+counted (``krylov_unconverged`` in the sweep's diagnostics) and used as it is: the HJB's Newton
+takes another step from the true residual (and reports the step failed if its tolerance is never
+met), the FP keeps the iterate (mass restored as above).
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ FP_RTOL = 1e-12
 FP_CLIP = 1e-12
 #: a sweep switches from alpha = 1 to :func:`adi_shift` after a solve of more iterations than this
 SWITCH = 8
+#: BiCGStab iterations of one cycle at most (then a restart from the current iterate)
+CYCLE = 60
+#: cycles of one solve at most: a solve runs at most CYCLE * CYCLES iterations in all
+CYCLES = 4
 
 
 def adi_shift(c) -> float:

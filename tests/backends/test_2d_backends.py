@@ -107,6 +107,36 @@ def test_the_shift_cuts_the_iterations_where_diffusion_dominates(accelerated_bac
     assert its[0] < 0.75 * its[10**9], its
 
 
+def test_restarted_cycles_still_reach_numpy_and_the_caps_hold(accelerated_backend, monkeypatch):
+    """krylov2d's caps on every backend: cycles of 3 iterations restart from the current iterate
+    (true residual, new shadow) and still solve the same systems; with one cycle of 2 iterations
+    no solve runs longer, and the solves left short are counted."""
+    p = _room("neumann", obstacle=True)
+    source = p.V[None] + p.F(_bumpy(p))
+    ref, be = get_backend("numpy"), get_backend(accelerated_backend)
+    U_ref, _ = ref.make_hjb_sweep(p.scheme)(source, p.g)
+    mu0 = p.weights * p.m_init
+    mu_ref = ref.make_fp_sweep(p.scheme)(U_ref, mu0)
+    monkeypatch.setattr(krylov2d, "SWITCH", 10**9)  # unshifted: more iterations per solve
+    monkeypatch.setattr(krylov2d, "CYCLE", 3)
+    monkeypatch.setattr(krylov2d, "CYCLES", 1000)
+    hjb, fp = be.make_hjb_sweep(p.scheme), be.make_fp_sweep(p.scheme)
+    U = be.to_host(hjb(source, p.g)[0])
+    mu = be.to_host(fp(U_ref, mu0))
+    assert _rel(U, U_ref) < RTOL and _rel(mu, mu_ref) < RTOL
+    assert hjb.diagnostics["krylov_unconverged"] == fp.diagnostics["krylov_unconverged"] == 0
+    assert fp.diagnostics["krylov_iterations"] > 3 * p.Nt  # restarts were needed
+    monkeypatch.setattr(krylov2d, "CYCLE", 2)
+    monkeypatch.setattr(krylov2d, "CYCLES", 1)
+    hjb, fp = be.make_hjb_sweep(p.scheme), be.make_fp_sweep(p.scheme)
+    hjb(source, p.g)
+    mu = be.to_host(fp(U_ref, mu0))
+    assert fp.diagnostics["krylov_iterations"] == 2 * p.Nt and fp.diagnostics["krylov_unconverged"] == p.Nt
+    assert hjb.diagnostics["krylov_iterations"] <= 2 * hjb.diagnostics["newton_steps"]
+    assert hjb.diagnostics["krylov_unconverged"] > 0
+    np.testing.assert_allclose(mu.reshape(p.Nt + 1, -1).sum(axis=1), mu0.sum(), rtol=0, atol=1e-12)
+
+
 def test_the_density_around_the_pillar_stays_nonnegative(accelerated_backend):
     """evacuation2d at 128^2: the Krylov solve's error leaves negatives of ~1e-14 max(mu) where the
     density is 0 unless they are cleared (krylov2d.FP_CLIP); m >= 0 and the mass hold exactly."""
@@ -127,7 +157,8 @@ def test_fixed_point_on_named_2d_problems_matches_numpy(accelerated_backend, nam
     assert res.iterations == ref.iterations == 3
     assert _rel(res.U, ref.U) < RTOL and _rel(res.M, ref.M) < RTOL
     assert np.abs(res.mass - 1.0).max() < 1e-12
-    assert "hjb_krylov_iterations" in res.history
+    assert res.history["hjb_krylov_iterations"].min() > 0 and res.history["fp_krylov_iterations"].min() > 0
+    assert res.history["hjb_krylov_unconverged"].max() == res.history["fp_krylov_unconverged"].max() == 0
 
 
 @pytest.mark.parametrize("boundary", ["neumann", "periodic"])

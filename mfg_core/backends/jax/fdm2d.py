@@ -26,10 +26,10 @@ vectorised over the lines (x-lines on the transposed field). Each sweep starts a
 after a solve of more than ``krylov2d.SWITCH`` iterations uses ``krylov2d.adi_shift`` for the rest of
 the sweep (``alpha`` carried through the loops). HJB: ``J delta = -R`` from ``delta = 0`` to ``||r||
 <= max(HJB_FORCING ||R||, HJB_FLOOR newton_tol max(1, max|u|))`` (inexact Newton); FP: from ``mu^n``
-to ``||r|| <= FP_RTOL ||mu^n||``. The rule's numbers are read when a sweep is made. A
-cycle has at most ``MAXITER`` iterations; a breakdown (``rho`` or ``omega`` = 0, non-finite) or an
-unconverged cycle restarts from the current iterate with a fresh shadow residual, ``CYCLES`` cycles
-in all. A solve still short of its tolerance is counted (``krylov_unconverged``) and Newton goes on
+to ``||r|| <= FP_RTOL ||mu^n||``. The rule's numbers are read when a sweep is made, its caps too:
+a cycle has at most ``CYCLE`` iterations; a breakdown (``rho`` or ``omega`` = 0, non-finite) or an
+unconverged cycle restarts from the current iterate with a fresh shadow residual, ``CYCLE * CYCLES``
+iterations in all. A solve still short of its tolerance is counted (``krylov_unconverged``) and Newton goes on
 with it (its own residual test decides, a negative count if never met); nothing falls back.
 
 FP mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after each
@@ -59,10 +59,6 @@ from . import native, resolve_device
 jax.config.update("jax_enable_x64", True)
 
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
-#: BiCGStab iteration cap per cycle (the tolerances and the preconditioner's shift: :mod:`..krylov2d`)
-MAXITER = 60
-#: cycles of at most MAXITER iterations (a restart from the current iterate between them)
-CYCLES = 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +442,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
     s = _Setup(scheme, c, device)
     # the krylov2d rule, read here (not at import) so that a changed module attribute takes effect
     solver = s.put(np.float64(c.newton_tol), np.int64(c.newton_maxiter), np.float64(krylov2d.HJB_FORCING),
-                   np.float64(krylov2d.HJB_FLOOR), np.int64(MAXITER), np.int64(CYCLES),
+                   np.float64(krylov2d.HJB_FLOOR), np.int64(krylov2d.CYCLE), np.int64(krylov2d.CYCLES),
                    np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
 
     def sweep(source, terminal):
@@ -467,8 +463,8 @@ def make_fp_sweep(scheme, *, device="cpu"):
     ``sweep.diagnostics`` after a call (module docstring)."""
     c = checks.fdm2d_constants(scheme, "jax", "FP sweep")
     s = _Setup(scheme, c, device)
-    solver = s.put(np.float64(krylov2d.FP_RTOL), np.int64(MAXITER), np.int64(CYCLES), np.float64(krylov2d.FP_CLIP),
-                   np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
+    solver = s.put(np.float64(krylov2d.FP_RTOL), np.int64(krylov2d.CYCLE), np.int64(krylov2d.CYCLES),
+                   np.float64(krylov2d.FP_CLIP), np.float64(krylov2d.adi_shift(c)), np.int64(krylov2d.SWITCH))
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)

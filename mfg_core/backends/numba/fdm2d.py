@@ -22,9 +22,10 @@ application on every backend, and at ``alpha = 1`` it is exact for either direct
 problems); multigrid would need coarse operators for the upwind, obstacle-cut matrices. The FP solve
 uses ``P^T`` on ``J^T``. The tolerances and the shift ``alpha`` (1, then Peaceman-Rachford's once a
 solve is slow) are the common rule of :mod:`mfg_core.backends.krylov2d`: HJB from 0 with inexact
-Newton's forcing term and floor, FP from ``mu^n`` (floor 1e-300). A breakdown restarts from the
-current iterate; a solve that does not converge in ``KRYLOV_MAXITER`` iterations is left as is (HJB:
-Newton goes on and reports a failed step if its tolerance is missed).
+Newton's forcing term and floor, FP from ``mu^n`` (floor 1e-300); so are the caps (cycles of at most
+``CYCLE`` iterations, a breakdown or a cycle's end restarting from the current iterate, ``CYCLE *
+CYCLES`` in all). A solve still short after them is used as it is and counted (HJB: Newton goes on
+and reports a failed step if its tolerance is missed).
 
 Mass. The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the solve the
 negative values of magnitude ``<= FP_CLIP max|mu|`` (the solve's error, :mod:`..krylov2d`) are set to
@@ -58,10 +59,6 @@ from .. import checks, krylov2d
 _ROUNDOFF = 16 * np.finfo(np.float64).eps
 #: the FP solves' absolute floor (only against a zero right-hand side)
 FP_ATOL = 1e-300
-#: the most BiCGStab iterations of one solve (restarts included)
-KRYLOV_MAXITER = 400
-#: restarts of one solve after a breakdown
-KRYLOV_RESTARTS = 5
 
 _FM = {"reassoc", "contract"}
 
@@ -528,13 +525,15 @@ def _residual(C, d, px, py, b, x, r):
 
 
 @njit(cache=True, fastmath=_FM)
-def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start, rtol, atol, maxiter,
+def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start, rtol, atol, cycle, total,
               W, t, prev, f):
     """Solve ``J x = b`` by right-preconditioned BiCGStab (van der Vorst), in place in ``x`` (from 0 if
     ``zero_start``, else from ``x``), to ``||r|| <= max(rtol ||b||, atol)`` with the recursive residual.
     ``x_first`` picks the preconditioner (see :func:`_factor_x`; False: ``P^{-1}`` y-lines then
-    x-lines, True: ``P^{-T}`` x-lines then y-lines). A breakdown (``(r0, v) = 0``, ``(t, t) = 0``,
-    ``omega = 0`` or ``rho = 0``) restarts from the current iterate with its true residual.
+    x-lines, True: ``P^{-T}`` x-lines then y-lines). The caps of :mod:`..krylov2d`: cycles of at most
+    ``cycle`` iterations, ``total`` in all; a cycle that breaks down (``(r0, v) = 0``, ``(t, t) = 0``,
+    ``omega = 0``, ``rho = 0`` or non-finite) or reaches its cap restarts from the current iterate
+    with its true residual.
     ``W`` ``(6, ny, nx)``: ``r`` (also ``s``), ``r0``, ``p``, ``v``, ``t`` and the preconditioned
     ``p``, then ``s``. Returns ``(iterations, converged)``."""
     ny, nx = b.shape
@@ -548,7 +547,6 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
         bb += bf[k] * bf[k]
     thresh = max(rtol * math.sqrt(bb), atol)
     its = 0
-    restarts = 0
     if zero_start:
         for k in range(n):
             xf[k] = 0.0
@@ -556,9 +554,12 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
         rr = bb
     else:
         rr = _residual(C, d, px, py, b, x, r)
-    while True:  # (re)start
+    while True:  # a cycle, from the current iterate
         if math.sqrt(rr) <= thresh:
             return its, True
+        if its >= total:
+            return its, False
+        stop = min(its + cycle, total)
         for k in range(n):
             rhf[k] = rf[k]
             pf[k] = 0.0
@@ -567,8 +568,7 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
         alpha = 1.0
         omega = 1.0
         rho_new = rr
-        broke = False
-        while its < maxiter:
+        while its < stop:
             its += 1
             beta = (rho_new / rho) * (alpha / omega)
             rho = rho_new
@@ -583,7 +583,6 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
                 _solve_x(FX, ZX, FXs, px, q, q, t, prev)
             rv, _, _ = _matvec(C, d, px, py, q, v, rh, rh)
             if rv == 0.0 or not math.isfinite(rv):
-                broke = True
                 break
             alpha = rho / rv
             ss = 0.0
@@ -603,7 +602,6 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
                 _solve_x(FX, ZX, FXs, px, q, q, t, prev)
             _, ts, tt = _matvec(C, d, px, py, q, tv, r, r)
             if tt == 0.0 or not math.isfinite(tt):
-                broke = True
                 break
             omega = ts / tt
             rr = 0.0
@@ -617,11 +615,7 @@ def _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, x_first, b, x, zero_start,
             if math.sqrt(rr) <= thresh:
                 return its, True
             if omega == 0.0 or rho_new == 0.0:
-                broke = True
                 break
-        if not broke or restarts >= KRYLOV_RESTARTS:
-            return its, False
-        restarts += 1
         rr = _residual(C, d, px, py, b, x, r)
 
 
@@ -639,7 +633,7 @@ def _krylov_workspace(ny, nx):
 
 @njit(cache=True)
 def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, codes, px, py, c,
-               newton_tol, newton_maxiter, roundoff, forcing, floor, kmax, shift, switch, FX, FY):
+               newton_tol, newton_maxiter, roundoff, forcing, floor, cycle, total, shift, switch, FX, FY):
     nt1, ny, nx = source.shape
     n = ny * nx
     U = np.empty((nt1, ny, nx))
@@ -656,7 +650,7 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
     resf = res.reshape(n)
     df = delta.reshape(n)
     krylov = 0
-    failed = 0
+    unconverged = 0
     alpha = 1.0
     U[nt1 - 1] = terminal
     for k in range(nt1 - 2, -1, -1):
@@ -680,12 +674,12 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
             _factor_x(C[0], C[1], C[0], C[1], px, alpha, FX, ZX, FXs, prev)
             _factor_y(C[2], C[3], C[2], C[3], py, alpha, FY, ZY, FYs, f)
             kit, ok = _bicgstab(C, d, FX, ZX, FXs, FY, ZY, FYs, px, py, False, b, delta, True, forcing,
-                                floor * newton_tol * scale, kmax, W, t, prev, f)
+                                floor * newton_tol * scale, cycle, total, W, t, prev, f)
             krylov += kit
             if kit > switch:
                 alpha = shift
             if not ok:
-                failed += 1
+                unconverged += 1
             if not _finite(df):  # a non-finite update: a failed step
                 break
             for q in range(n):
@@ -700,11 +694,11 @@ def _hjb_sweep(source, terminal, east, west, north, south, free, free2, slots, c
             count = newton_maxiter if rmax <= newton_tol * max(1.0, umax) else -newton_maxiter
         U[k] = u
         its[k] = count
-    return U, its, krylov, failed
+    return U, its, krylov, unconverged
 
 
 @njit(cache=True)
-def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, py, c, rtol, atol, kmax, clip,
+def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, py, c, rtol, atol, cycle, total, clip,
               shift, switch, FX, FY):
     nt1, ny, nx = U.shape
     n = ny * nx
@@ -716,7 +710,7 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
     d = np.empty((ny, nx))
     ZX, ZY, FXs, FYs, W, t, prev, f = _krylov_workspace(ny, nx)
     krylov = 0
-    failed = 0
+    unconverged = 0
     alpha = 1.0
     for k in range(nt1 - 1):
         _system(U[k], empty, empty, False, east, west, north, south, free, free2, slots, codes, c, py, empty, C, d)
@@ -727,13 +721,13 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
         b = mu[k]
         x = mu[k + 1]
         x[:, :] = b
-        kit, ok = _bicgstab(T, d, FX, ZX, FXs, FY, ZY, FYs, px, py, True, b, x, False, rtol, atol, kmax, W, t,
+        kit, ok = _bicgstab(T, d, FX, ZX, FXs, FY, ZY, FYs, px, py, True, b, x, False, rtol, atol, cycle, total, W, t,
                             prev, f)
         krylov += kit
         if kit > switch:
             alpha = shift
         if not ok:
-            failed += 1
+            unconverged += 1
         # the mass: round-off negatives to 0, then the defect added in proportion to mu^{k+1}
         xf = x.reshape(n)
         bf = b.reshape(n)
@@ -749,7 +743,7 @@ def _fp_sweep(U, mu0, east, west, north, south, free, free2, slots, codes, px, p
             g = target / now
             for q in range(n):
                 xf[q] *= g
-    return mu, krylov, failed
+    return mu, krylov, unconverged
 
 
 def _grid_constants(scheme, c: checks.FDM2DConstants):
@@ -769,22 +763,27 @@ def _factors(c):
     return np.zeros((3, nx, ny)), np.zeros((3, ny, nx))
 
 
+def _caps():
+    """``(cycle, total)``: the iteration caps of one solve (:mod:`..krylov2d`), read when a sweep is made."""
+    return int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
+
+
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     """The backward 2D HJB sweep, compiled: ``sweep(source, terminal) -> (U, newton_its)``; contract
     of :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep`. After a call ``sweep.diagnostics`` holds
-    ``newton_steps``, ``krylov_iterations`` (BiCGStab iterations of the sweep) and ``krylov_failures``
-    (solves that stopped at ``KRYLOV_MAXITER``)."""
+    ``newton_steps``, ``krylov_iterations`` (BiCGStab iterations of the sweep) and ``krylov_unconverged``
+    (solves still short of their tolerance after the caps of :mod:`..krylov2d`)."""
     c = checks.fdm2d_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = _grid_constants(scheme, c)
     tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), krylov2d.HJB_FORCING, krylov2d.HJB_FLOOR,
-           KRYLOV_MAXITER, krylov2d.adi_shift(c), krylov2d.SWITCH)
+           *_caps(), krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
         terminal = checks.field("terminal", terminal, c.shape[1:])
-        U, its, krylov, failed = _hjb_sweep(source, terminal, *consts, *tol, *_factors(c))
+        U, its, krylov, unconverged = _hjb_sweep(source, terminal, *consts, *tol, *_factors(c))
         sweep.diagnostics = {"newton_steps": int(np.abs(its).sum()), "krylov_iterations": int(krylov),
-                             "krylov_failures": int(failed)}
+                             "krylov_unconverged": int(unconverged)}
         return U, its
 
     sweep.diagnostics = {}
@@ -794,16 +793,16 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
 def make_fp_sweep(scheme):
     """The forward 2D FP sweep, compiled: ``sweep(U, mu0) -> mu`` (mass variables); contract of
     :func:`mfg_core.backends.numpy.fdm2d.make_fp_sweep`. After a call ``sweep.diagnostics`` holds
-    ``krylov_iterations`` and ``krylov_failures``."""
+    ``krylov_iterations`` and ``krylov_unconverged``."""
     c = checks.fdm2d_constants(scheme, "numba", "FP sweep")
     consts = _grid_constants(scheme, c)
-    tol = (krylov2d.FP_RTOL, FP_ATOL, KRYLOV_MAXITER, krylov2d.FP_CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
+    tol = (krylov2d.FP_RTOL, FP_ATOL, *_caps(), krylov2d.FP_CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)
         mu0 = checks.field("mu0", mu0, c.shape[1:])
-        mu, krylov, failed = _fp_sweep(U, mu0, *consts, *tol, *_factors(c))
-        sweep.diagnostics = {"krylov_iterations": int(krylov), "krylov_failures": int(failed)}
+        mu, krylov, unconverged = _fp_sweep(U, mu0, *consts, *tol, *_factors(c))
+        sweep.diagnostics = {"krylov_iterations": int(krylov), "krylov_unconverged": int(unconverged)}
         return mu
 
     sweep.diagnostics = {}

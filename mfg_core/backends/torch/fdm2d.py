@@ -17,10 +17,11 @@ of 1D tridiagonal solves, along ``y`` for every ``x``-line, then along ``x`` for
 and uses ``krylov2d.adi_shift`` for the rest of the sweep once a solve has taken more than
 ``krylov2d.SWITCH`` iterations (both read when the sweep is made). HJB: inexact Newton, from 0 to
 ``||r|| <= max(HJB_FORCING ||b||, HJB_FLOOR newton_tol max(1, max|u|))``; FP: from ``mu^n`` to
-``||r|| <= FP_RTOL ||b||``. 60 iterations at most, a breakdown (``rho = 0``, ``omega = 0``) restarts
-the shadow residual. An HJB solve that has not converged is used as it is (Newton takes another step
-from the true residual, or reports a negative count); an FP solve restarts from its last iterate (up
-to 4 x 60 iterations). Nothing falls back to numpy. ``kernel.diagnostics``: ``newton_steps``,
+``||r|| <= FP_RTOL ||b||``. The rule's caps too: a cycle of at most ``krylov2d.CYCLE`` iterations
+ends at a breakdown (``rho``, ``omega`` or ``alpha`` = 0) or its cap and the next restarts from the
+current iterate (true residual, new shadow), ``CYCLE * CYCLES`` iterations in all. A solve still
+short is used as it is (HJB: Newton takes another step from the true residual, or reports a
+negative count). Nothing falls back to numpy. ``kernel.diagnostics``: ``newton_steps``,
 ``krylov_iterations`` (totals over the sweep) and ``krylov_unconverged`` (solves that stopped short).
 
 Mass (FP). The column sums of ``J^T`` are 1, so ``sum(mu^{n+1}) = sum(mu^n) - sum(r)``: after the
@@ -62,9 +63,6 @@ from ._common import F64, device_of, field, native
 from .fdm import _scripted
 
 _ROUNDOFF = 16 * float(np.finfo(np.float64).eps)
-#: BiCGStab iterations per solve at most; an FP solve that has not converged restarts, FP_CYCLES times at most
-MAXITER = 60
-FP_CYCLES = 4
 
 
 def _levels(n: int) -> int:
@@ -260,9 +258,9 @@ def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, atol: flo
               vec: List[torch.Tensor],
               pre: List[List[torch.Tensor]], lines: List[List[torch.Tensor]],
               mv: List[List[torch.Tensor]]) -> List[int]:
-    """Right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0 to ``||r|| <=
-    max(rtol ||b||, atol)``; returns ``[iterations, converged]``. One host sync per iteration
-    (``[rho, r.r, omega, alpha]``)."""
+    """One cycle of right-preconditioned BiCGStab for ``op x = b`` from ``x`` (``x0``) or 0 to ``||r||
+    <= max(rtol ||b||, atol)``, at most ``maxiter`` iterations, ending at a breakdown; returns
+    ``[iterations, converged]``. One host sync per iteration (``[rho, r.r, omega, alpha]``)."""
     (r, rhat, p, s, v, t, phat, shat, RR, ST, state, rv, tst, rho_t, rr_t, omega, alpha, ts, tt,
      head) = vec
     if x0:
@@ -304,16 +302,12 @@ def _bicgstab(b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, atol: flo
             return [it, 1]
         if rr != rr or rr == float("inf"):
             return [it, 0]
-        if m[0] == 0.0 or m[2] == 0.0 or m[3] == 0.0:  # breakdown: restart the shadow residual
-            rhat.copy_(r)
-            p.copy_(r)
-            rho_t.copy_(rr_t)
-            rho = rr
-        else:
-            beta = (m[0] / rho) * (m[3] / m[2])
-            rho = m[0]
-            p.addcmul_(v, omega, value=-1.0)
-            torch.add(r, p, alpha=beta, out=p)
+        if m[0] == 0.0 or m[2] == 0.0 or m[3] == 0.0:  # breakdown: the caller restarts
+            return [it, 0]
+        beta = (m[0] / rho) * (m[3] / m[2])
+        rho = m[0]
+        p.addcmul_(v, omega, value=-1.0)
+        torch.add(r, p, alpha=beta, out=p)
     return [maxiter, 0]
 
 
@@ -569,12 +563,25 @@ class _Operator:
         _PRECONDITION(self.pre[which], self.lines)
 
     def bicgstab(self, b: torch.Tensor, x: torch.Tensor, x0: bool, rtol: float, atol: float,
-                 maxiter: int) -> tuple[int, bool]:
+                 cycle: int, total: int) -> tuple[int, bool]:
         """Solve ``op x = b`` to ``||r|| <= max(rtol ||b||, atol)`` (right-preconditioned BiCGStab,
-        :func:`_bicgstab`); ``x0``: start from ``x`` (then ``x`` must be :attr:`x`, the padded one),
-        else from 0. Returns ``(iterations, converged)``."""
-        it, ok = _BICGSTAB(b, x, x0, rtol, atol, maxiter, self.vec, self.pre, self.lines, self.mv)
-        return it, bool(ok)
+        :func:`_bicgstab`) in cycles of at most ``cycle`` iterations, ``total`` in all, each restarted
+        from the current iterate; ``x0``: start from ``x`` (then ``x`` must be :attr:`x`, the padded
+        one), else from 0. Returns ``(iterations, converged)``."""
+        into, its = x, 0
+        while True:
+            it, ok = _BICGSTAB(b, x, x0, rtol, atol, min(cycle, total - its), self.vec, self.pre, self.lines,
+                               self.mv)
+            its += it
+            if ok or it == 0 or its >= total:  # it == 0: a non-finite start, nothing to restart from
+                break
+            if x is not self.x:  # a restart multiplies the iterate: it moves to the padded buffer
+                self.x.copy_(x)
+                x = self.x
+            x0 = True
+        if x is not into:
+            into.copy_(x)
+        return its, bool(ok)
 
 
 def _buffers(c, scheme, device, order):
@@ -586,7 +593,7 @@ def _buffers(c, scheme, device, order):
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu"):
     """The backward 2D HJB sweep: ``sweep(source, terminal) -> (U, newton_its)``; the contract of
     :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep` (``U`` native on ``device``). After a call
-    ``sweep.diagnostics = {"newton_steps", "krylov_iterations"}``."""
+    ``sweep.diagnostics = {"newton_steps", "krylov_iterations", "krylov_unconverged"}``."""
     c = checks.fdm2d_constants(scheme, "torch", "HJB sweep", newton_tol, newton_maxiter)
     dev = device_of(device)
     with torch.inference_mode():
@@ -602,6 +609,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
     tol, maxit = c.newton_tol, c.newton_maxiter
     forcing, floor = float(krylov2d.HJB_FORCING), float(krylov2d.HJB_FLOOR)
     shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
+    cycle, total = int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
 
     def sweep(source, terminal):
         with lock, torch.inference_mode():
@@ -634,7 +642,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
                         break
                     bands.assemble(alpha)
                     op.reduce()
-                    kit, ok = op.bicgstab(res, delta, False, forcing, floor * tol * scale, MAXITER)
+                    kit, ok = op.bicgstab(res, delta, False, forcing, floor * tol * scale, cycle, total)
                     krylov += kit
                     if kit > switch:
                         alpha = shift
@@ -653,7 +661,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
 def make_fp_sweep(scheme, *, device="cpu"):
     """The forward 2D FP sweep (adjoint scheme, mass variables): ``sweep(U, mu0) -> mu``; the
     contract of :func:`mfg_core.backends.numpy.fdm2d.make_fp_sweep` (``mu`` native on ``device``).
-    After a call ``sweep.diagnostics = {"krylov_iterations"}``."""
+    After a call ``sweep.diagnostics = {"krylov_iterations", "krylov_unconverged"}``."""
     c = checks.fdm2d_constants(scheme, "torch", "FP sweep")
     dev = device_of(device)
     with torch.inference_mode():
@@ -665,8 +673,9 @@ def make_fp_sweep(scheme, *, device="cpu"):
         floor = torch.zeros((), **lay.f64)
         ratio = torch.zeros((), **lay.f64)
     lock = threading.Lock()
-    rtol = float(krylov2d.FP_RTOL)
+    rtol, clip = float(krylov2d.FP_RTOL), float(krylov2d.FP_CLIP)
     shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
+    cycle, total = int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
 
     def sweep(U, mu0):
         with lock, torch.inference_mode():
@@ -683,19 +692,14 @@ def make_fp_sweep(scheme, *, device="cpu"):
                 bands.assemble(alpha)
                 op.reduce()
                 x.copy_(mu[k])
-                solve = 0  # this time step's iterations, restarts included
-                for _ in range(FP_CYCLES):  # restarted from the last iterate (true residual, new shadow)
-                    kit, ok = op.bicgstab(mu[k], x, True, rtol, 0.0, MAXITER)
-                    solve += kit
-                    if ok:
-                        break
-                krylov += solve
-                if solve > switch:
+                kit, ok = op.bicgstab(mu[k], x, True, rtol, 0.0, cycle, total)
+                krylov += kit
+                if kit > switch:
                     alpha = shift
                 unconverged += not ok
                 # round-off negatives to 0, then the mass of mu^k restored in proportion to mu^{k+1}
                 torch.amax(x, 0, out=floor)
-                floor.mul_(-krylov2d.FP_CLIP)
+                floor.mul_(-clip)
                 x.masked_fill_((x < 0.0) & (x >= floor), 0.0)
                 torch.sum(x, dim=0, out=mass[1])
                 torch.div(mass[0], mass[1], out=ratio)
