@@ -17,8 +17,9 @@ NumPy/SciPy implementation (another machine: a reference point, not a target of 
 Targets (reported, not asserted): at ``N = 128`` numba at least 20x numpy on the FDM step (HJB +
 FP), jax and torch within 3x of numba. ``iteration_s`` is one Picard iteration's kernels (an HJB
 and an FP sweep over the ``NT`` time steps); ``compile_s`` the warm-up's excess over the median.
-``MFG_BENCH_2D_SIZES`` (comma-separated N) replaces ``SIZES``; ``MFG_BENCH_DEVICE`` puts jax and torch on
-another device (``cuda``: ``benchmarks/gpu_check.sh``). Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
+``MFG_BENCH_2D_SIZES`` (comma-separated N) replaces ``SIZES``, ``MFG_BENCH_2D_PARTICLES`` ``PARTICLES``;
+``MFG_BENCH_DEVICE`` puts jax and torch on another device (``cuda``: ``benchmarks/gpu_check.sh``).
+Writes ``2d.md`` and ``2d.csv`` to ``outdir``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ SIZES = tuple(int(n) for n in os.environ.get("MFG_BENCH_2D_SIZES", "64,128,256")
 DEVICE = os.environ.get("MFG_BENCH_DEVICE", "cpu")
 NT = 50
 REPEATS = 3
-PARTICLES = 100_000
+PARTICLES = int(os.environ.get("MFG_BENCH_2D_PARTICLES", "100000"))
 #: numpy's direct solves at 256^2 take minutes per sweep; it is timed up to this size
 NUMPY_MAX = 128
 TARGET_N = 128
