@@ -4,7 +4,11 @@ For each size (``Nx = Nt = N`` for a finite-difference FP method, or the particl
 problem's own grid for particles) :func:`time_size` builds the solvers, compiles them (``warmup``,
 which also runs each kernel once at that size: its seconds are the compile time, reported apart),
 then runs ``repeats`` solves of ``iterations`` iterations each with a tolerance nobody reaches; the time per iteration is
-the median over the repeats of wall time / iterations. :func:`scaling_table` adds the speed-up over
+the median over the repeats of wall time / iterations. Where the kernels count their linear solves
+(2D finite differences: the fixed-point history's ``hjb_``/``fp_`` ``krylov_iterations``), the row
+also has the Krylov iterations per Newton step and per FP time step and the solves left short of
+their tolerance (numpy: the iterations of its LU-preconditioned Newton solves, 0 for its direct FP
+solves; NaN where nothing is counted). :func:`scaling_table` adds the speed-up over
 numpy at each size; :func:`figure` draws time per iteration against the work's size (space-time
 nodes, or particles) on log-log axes with an O(size) reference line, so the size where each backend
 starts to pay is visible.
@@ -25,7 +29,10 @@ import numpy as np
 import pandas as pd
 
 TABLE_COLUMNS = ("backend", "size", "Nx", "Nt", "num_particles", "work", "iteration_ms", "iteration_runs_ms",
-                 "compile_s", "speedup_vs_numpy", "load_average")
+                 "compile_s", "speedup_vs_numpy", "krylov_per_newton_step", "krylov_per_fp_step",
+                 "krylov_unconverged", "load_average")
+#: the columns that only 2D finite-difference runs fill (NaN elsewhere)
+KRYLOV_COLUMNS = ("krylov_per_newton_step", "krylov_per_fp_step", "krylov_unconverged")
 
 
 def problem_for(spec: Mapping[str, Any], size: int):
@@ -61,20 +68,36 @@ def time_size(spec: Mapping[str, Any], backend: str, size: int) -> dict[str, Any
     for _ in range(spec["repeats"]):
         r = loop.run(spec["iterations"], 1e-300, warmup=False)
         per_iteration.append(r.wall_time / r.iterations)
+    krylov = linear_solves(r.history, r.iterations * problem.Nt)
     work = (problem.Nt + 1) * problem.grid.size if spec["axis"] == "N" else size * problem.Nt
     return {"backend": backend, "size": size, "Nx": problem.Nx, "Nt": problem.Nt,
             "num_particles": size if spec["axis"] == "num_particles" else 0, "work": work,
             "iteration_ms": statistics.median(per_iteration) * 1e3,
             "iteration_runs_ms": " ".join(f"{s * 1e3:.4g}" for s in per_iteration), "compile_s": compile_s,
-            "load_average": os.getloadavg()[0]}
+            **krylov, "load_average": os.getloadavg()[0]}
+
+
+def linear_solves(history: Mapping[str, Any], fp_steps: int) -> dict[str, float]:
+    """Krylov iterations per Newton step and per FP time step (``fp_steps`` FP solves in the run),
+    and the solves left short, from a fixed-point history (NaN where the kernels do not count)."""
+    def total(key):
+        return float(np.sum(history[key])) if key in history else math.nan
+
+    newton, short = total("hjb_newton_steps"), [total(f"{s}_krylov_unconverged") for s in ("hjb", "fp")]
+    return {"krylov_per_newton_step": total("hjb_krylov_iterations") / newton if newton > 0 else math.nan,
+            "krylov_per_fp_step": total("fp_krylov_iterations") / fp_steps if fp_steps > 0 else math.nan,
+            "krylov_unconverged": math.nan if all(map(math.isnan, short)) else float(np.nansum(short))}
 
 
 def run_scaling(spec: Mapping[str, Any], backend: str, log: Callable[[str], None] = print) -> pd.DataFrame:
     rows = []
     for size in spec["sizes"]:
         rows.append(time_size(spec, backend, size))
-        log(f"{backend} {spec['axis']}={size}: {rows[-1]['iteration_ms']:.3f} ms per iteration "
-            f"(compile {rows[-1]['compile_s']:.2f} s, load {rows[-1]['load_average']:.2f})")
+        row = rows[-1]
+        krylov = (f", {row['krylov_per_newton_step']:.1f} Krylov iterations per Newton step"
+                  if math.isfinite(row["krylov_per_newton_step"]) else "")
+        log(f"{backend} {spec['axis']}={size}: {row['iteration_ms']:.3f} ms per iteration "
+            f"(compile {row['compile_s']:.2f} s{krylov}, load {row['load_average']:.2f})")
     return pd.DataFrame(rows)
 
 
@@ -83,7 +106,7 @@ def scaling_table(frames: list[pd.DataFrame]) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True)
     ref = df[df["backend"] == "numpy"].set_index("size")["iteration_ms"]
     df["speedup_vs_numpy"] = [ref.get(s, math.nan) / t for s, t in zip(df["size"], df["iteration_ms"])]
-    return df[list(TABLE_COLUMNS)]
+    return df.reindex(columns=list(TABLE_COLUMNS))  # a backend's table from before a column was added: NaN
 
 
 def crossover(table: pd.DataFrame, backend: str) -> float:

@@ -22,6 +22,18 @@ def test_2d_fdm_scaling_times_a_square_grid_per_size(backend):
     # work = (Nt + 1) (Nx + 1) (Ny + 1) space-time nodes: the y axis is refined with x
     assert list(t["work"]) == [7 * 7 * 7, 11 * 11 * 11]
     assert (t["iteration_ms"] > 0).all() and (t["compile_s"] >= 0).all()
+    # the linear solves are counted per size: lq2d's Newton steps take at least one Krylov iteration
+    # on the iterative backends (numpy: its LU-preconditioned BiCGStab, often 0; FP: direct, 0)
+    assert (t["krylov_per_newton_step"] >= (0 if backend == "numpy" else 1)).all()
+    assert (t["krylov_per_fp_step"] == 0).all() if backend == "numpy" else (t["krylov_per_fp_step"] >= 1).all()
+    assert (t["krylov_unconverged"] == 0).all() if backend != "numpy" else t["krylov_unconverged"].isna().all()
+
+
+def test_1d_scaling_has_no_krylov_counts():
+    spec = _spec("lq", "fdm", "N", [20])
+    t = scaling.run_scaling(spec, "numpy", log=lambda _: None)
+    assert t[list(scaling.KRYLOV_COLUMNS)].isna().all().all()
+    assert list(scaling.scaling_table([t]).columns) == list(scaling.TABLE_COLUMNS)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

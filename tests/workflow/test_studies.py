@@ -17,7 +17,9 @@ KINDS = {
                         "values": [0.5, 0.2, 0.1], "couplings": ["damping", "anderson", "newton"],
                         "continuation": True}},
     "scaling": {"fdm": {"problem": {"name": "congestion"}, "sizes": [16, 32],
-                        "backends": ["numpy", "numba", "jax", "torch"], "iterations": 1, "repeats": 2}},
+                        "backends": ["numpy", "numba", "jax", "torch"], "iterations": 1, "repeats": 2},
+                "fdm2d": {"problem": {"name": "lq2d"}, "sizes": [6, 8], "backends": ["numpy", "numba"],
+                          "iterations": 1, "repeats": 1}},
     "solve": {"max_iterations": 30, "tolerance": 1e-6},
 }
 
@@ -76,10 +78,22 @@ def test_scaling_table_has_every_backend_with_speedups(kinds_study):
     assert t["speedup_vs_numpy"].notna().all()
 
 
+def test_2d_scaling_counts_the_krylov_iterations_and_the_report_shows_them(kinds_study):
+    work, _ = kinds_study
+    t = pd.read_csv(work / "results/kinds/tables/scaling_fdm2d.csv").set_index(["backend", "size"])
+    assert (t.loc["numba", "krylov_per_newton_step"] >= 1).all() and (t.loc["numba", "krylov_unconverged"] == 0).all()
+    assert (t.loc["numpy", "krylov_per_fp_step"] == 0).all()  # direct FP solves
+    one_d = pd.read_csv(work / "results/kinds/tables/scaling_fdm.csv")
+    assert one_d["krylov_per_newton_step"].isna().all()  # 1D kernels count no Krylov iterations
+    page = (work / "results/kinds/report.html").read_text().replace("<wbr>", "")
+    sections = dict(re.findall(r"<section id='scaling-(\w+)'>(.*?)</section>", page, re.S))
+    assert "krylov_per_newton_step" in sections["fdm2d"] and "krylov_per_newton_step" not in sections["fdm"]
+
+
 def test_the_report_has_a_section_per_study_kind(kinds_study):
     work, _ = kinds_study
     page = (work / "results/kinds/report.html").read_text()
-    for title in ("Convergence: lq", "Sweep: kappa", "Scaling: fdm"):
+    for title in ("Convergence: lq", "Sweep: kappa", "Scaling: fdm", "Scaling: fdm2d"):
         assert title in page
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from mfg_study import io, jobs
 
 with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemake
-    from mfg_study import provenance, report, seed
+    from mfg_study import provenance, report, scaling, seed
 
     sm = snakemake  # noqa: F821
     problems_ = list(sm.params.problems)
@@ -143,8 +143,11 @@ with jobs.job_log(snakemake.log[0]) as log:  # noqa: F821 - injected by Snakemak
                         "iterations, final residual, wall time; warm_start: started from the previous value's "
                         "solution (continuation).", lambda t: ["parameter", "converged"])
         + kind_sections("scaling", "Scaling", "Time per Picard iteration after warm-up (median of repeats), "
-                        "compile time apart, speed-up over numpy at each size.",
-                        lambda t: ["num_particles"] if (t["num_particles"] == 0).all() else []))
+                        "compile time apart, speed-up over numpy at each size; for 2D finite differences the "
+                        "Krylov iterations per Newton step and per FP time step (numpy: its LU-preconditioned "
+                        "Newton solves, direct FP solves) and the linear solves left short of their tolerance.",
+                        lambda t: (["num_particles"] if (t["num_particles"] == 0).all() else [])
+                        + [c for c in scaling.KRYLOV_COLUMNS if c in t and t[c].isna().all()]))
 
     # ---- the summary: findings with their figures
     findings = seed.summary_findings(runs_df, coupling_df, backends_df, mass_df=mass_df, scaling=kinds["scaling"],
