@@ -65,3 +65,8 @@ def adi_shift(c) -> float:
     constants ``c`` (:class:`mfg_core.backends.checks.FDM2DConstants`)."""
     cc = c.dt * c.nu * max(1.0 / (c.hx * c.hx), 1.0 / (c.hy * c.hy))
     return 0.5 + math.sqrt(0.5 * (0.5 + 4.0 * cc))
+
+
+def caps() -> tuple[int, int]:
+    """``(cycle, total)``: the most iterations of one cycle and of one solve (``CYCLE * CYCLES``)."""
+    return int(CYCLE), int(CYCLE) * int(CYCLES)

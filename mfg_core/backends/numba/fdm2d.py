@@ -763,11 +763,6 @@ def _factors(c):
     return np.zeros((3, nx, ny)), np.zeros((3, ny, nx))
 
 
-def _caps():
-    """``(cycle, total)``: the iteration caps of one solve (:mod:`..krylov2d`), read when a sweep is made."""
-    return int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
-
-
 def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     """The backward 2D HJB sweep, compiled: ``sweep(source, terminal) -> (U, newton_its)``; contract
     of :func:`mfg_core.backends.numpy.fdm2d.make_hjb_sweep`. After a call ``sweep.diagnostics`` holds
@@ -776,7 +771,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50):
     c = checks.fdm2d_constants(scheme, "numba", "HJB sweep", newton_tol, newton_maxiter)
     consts = _grid_constants(scheme, c)
     tol = (float(c.newton_tol), int(c.newton_maxiter), float(_ROUNDOFF), krylov2d.HJB_FORCING, krylov2d.HJB_FLOOR,
-           *_caps(), krylov2d.adi_shift(c), krylov2d.SWITCH)
+           *krylov2d.caps(), krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(source, terminal):
         source = checks.field("source", source, c.shape)
@@ -796,7 +791,7 @@ def make_fp_sweep(scheme):
     ``krylov_iterations`` and ``krylov_unconverged``."""
     c = checks.fdm2d_constants(scheme, "numba", "FP sweep")
     consts = _grid_constants(scheme, c)
-    tol = (krylov2d.FP_RTOL, FP_ATOL, *_caps(), krylov2d.FP_CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
+    tol = (krylov2d.FP_RTOL, FP_ATOL, *krylov2d.caps(), krylov2d.FP_CLIP, krylov2d.adi_shift(c), krylov2d.SWITCH)
 
     def sweep(U, mu0):
         U = checks.field("U", U, c.shape)

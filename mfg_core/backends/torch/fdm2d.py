@@ -609,7 +609,7 @@ def make_hjb_sweep(scheme, *, newton_tol=1e-12, newton_maxiter=50, device="cpu")
     tol, maxit = c.newton_tol, c.newton_maxiter
     forcing, floor = float(krylov2d.HJB_FORCING), float(krylov2d.HJB_FLOOR)
     shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
-    cycle, total = int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
+    cycle, total = krylov2d.caps()
 
     def sweep(source, terminal):
         with lock, torch.inference_mode():
@@ -675,7 +675,7 @@ def make_fp_sweep(scheme, *, device="cpu"):
     lock = threading.Lock()
     rtol, clip = float(krylov2d.FP_RTOL), float(krylov2d.FP_CLIP)
     shift, switch = float(krylov2d.adi_shift(c)), int(krylov2d.SWITCH)
-    cycle, total = int(krylov2d.CYCLE), int(krylov2d.CYCLE) * int(krylov2d.CYCLES)
+    cycle, total = krylov2d.caps()
 
     def sweep(U, mu0):
         with lock, torch.inference_mode():
