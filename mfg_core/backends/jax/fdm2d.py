@@ -262,7 +262,7 @@ def _dot(a, b):
     return jnp.sum(a * b)
 
 
-def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1, atol=0.0):
+def bicgstab(matvec, precond, b, x0, rtol, cycle, cycles=1, atol=0.0):
     """Solve ``A x = b`` by BiCGStab with right preconditioner ``M^{-1} = precond`` from ``x0`` to
     ``||r|| <= max(rtol ||b||, atol)`` (``r`` the recursive residual); returns ``(x, iterations,
     converged)``.
@@ -270,13 +270,13 @@ def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1, atol=0.0):
     The inner loop is plain BiCGStab with scalar guards only (no vector selects, no branch): a
     converged half step sets ``omega = 0`` (``x + alpha phat``, ``r = s``); a breakdown (``rho = 0``,
     ``alpha`` not finite, ``omega = 0``) zeroes the failing coefficient and ends the cycle. A cycle
-    has at most ``maxiter`` iterations; the outer loop restarts a cycle that broke down or did not
+    has at most ``cycle`` iterations; the outer loop restarts a cycle that broke down or did not
     converge from its current iterate (true residual, fresh shadow residual), ``cycles`` cycles in all.
     """
     bound2 = jnp.maximum((rtol * rtol) * _dot(b, b), atol * atol)
     one = jnp.ones((), b.dtype)
     zero = jnp.zeros_like(b)
-    total = maxiter * cycles
+    total = cycle * cycles
 
     def inner_cond(st):
         k, stop, done, broke = st[0], st[-3], st[-2], st[-1]
@@ -313,7 +313,7 @@ def bicgstab(matvec, precond, b, x0, rtol, maxiter, cycles=1, atol=0.0):
         k, x, _ = st
         r = b - matvec(x)
         rr = _dot(r, r)
-        stop = jnp.minimum(k + maxiter, total)
+        stop = jnp.minimum(k + cycle, total)
         init = (k, x, r, r, zero, zero, one, one, one, rr, stop, rr <= bound2, jnp.asarray(False))
         out = lax.while_loop(inner_cond, inner_body, init)
         return out[0], out[1], out[-2]
@@ -333,7 +333,7 @@ def _masks(free, cuts, obstacle: bool):
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, forcing, floor, maxiter,
+def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, newton_maxiter, forcing, floor, cycle,
                cycles, shift, switch, *, periodic, obstacle):
     free, cuts = _masks(free, cuts, obstacle)
 
@@ -360,7 +360,7 @@ def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, ne
             # inexact Newton (krylov2d): ||r|| <= max(forcing ||R||, floor newton_tol max(1, max|u|))
             delta, k, solved = bicgstab(_matvec(w, _diagonal(w), periodic, False),
                                         _preconditioner(w, periodic, False, alpha), -res, jnp.zeros_like(res),
-                                        forcing, maxiter, cycles, floor * newton_tol * scale)
+                                        forcing, cycle, cycles, floor * newton_tol * scale)
             alpha = jnp.where(k > switch, shift, alpha)
             u = u + delta
             tiny = jnp.max(jnp.abs(delta)) <= _ROUNDOFF * scale
@@ -382,7 +382,7 @@ def _hjb_sweep(source, terminal, free, cuts, dt, hx, hy, nu, lam, newton_tol, ne
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, cycles, clip, shift, switch, *, periodic,
+def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, cycle, cycles, clip, shift, switch, *, periodic,
               obstacle):
     free, cuts = _masks(free, cuts, obstacle)
     mass0 = jnp.sum(mu0)
@@ -392,7 +392,7 @@ def _fp_sweep(U, mu0, free, cuts, dt, hx, hy, nu, lam, rtol, maxiter, cycles, cl
         a, _, _ = _upwind(u, cuts, hx, hy, lam, periodic)
         w = _offdiagonal(a, free, cuts, dt, hx, hy, nu)
         nxt, k, conv = bicgstab(_matvec(w, _diagonal(w), periodic, True), _preconditioner(w, periodic, True, alpha),
-                                mu, mu, rtol, maxiter, cycles)
+                                mu, mu, rtol, cycle, cycles)
         alpha = jnp.where(k > switch, shift, alpha)
         # mass: round-off negatives to 0, then the defect spread in proportion to mu (docstring)
         nxt = jnp.where((nxt < 0.0) & (nxt >= -clip * jnp.max(nxt)), 0.0, nxt)
