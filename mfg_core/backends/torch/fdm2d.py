@@ -199,6 +199,15 @@ class _Bands:
             view.zero_()
 
 
+def _copy(out: torch.Tensor, src: torch.Tensor) -> None:
+    """``out = src`` for 2D arrays; a transposing copy is made by writing with strides rather than
+    reading with them (2x faster on the CPU: the copy loops in the order of ``out``'s memory)."""
+    if src.is_contiguous() or not src.t().is_contiguous():
+        out.copy_(src)
+    else:
+        out.t().copy_(src.t())
+
+
 # --- the hot loops, as TorchScript (see fdm._scripted): lists of views made once per kernel ---------
 def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], pcr: List[torch.Tensor],
         bw: List[torch.Tensor], sm: List[torch.Tensor]) -> None:
@@ -207,7 +216,7 @@ def _cr(src: torch.Tensor, mid: torch.Tensor, fw: List[torch.Tensor], pcr: List[
     PCR level of the reduced system ``[d, d_{-s}, d_{+s}, out, n1, n2]`` and ``1/b``; ``bw`` = 6 views
     per level (coarse to fine) ``[x_E, x_{E-s}, x_{E+s}, 1/b, A/b, C/b]``; ``sm`` = the
     Sherman-Morrison correction (empty unless periodic)."""
-    mid.copy_(src)
+    _copy(mid, src)
     for k in range(0, len(fw), 5):
         d = fw[k]
         d.addcmul_(fw[k + 3], fw[k + 1])
@@ -240,7 +249,7 @@ def _precondition(io: List[torch.Tensor], lines: List[List[torch.Tensor]]) -> No
     layout); ``lines`` = the two batches' ``[fw, pcr, bw, sm]``."""
     _cr(io[0], io[1], lines[0], lines[1], lines[2], lines[3])
     _cr(io[2], io[3], lines[4], lines[5], lines[6], lines[7])
-    io[4].copy_(io[5])
+    _copy(io[4], io[5])
 
 
 def _matvec(m: List[torch.Tensor]) -> None:
