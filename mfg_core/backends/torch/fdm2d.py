@@ -440,9 +440,9 @@ class _Lines:
     def reduce(self) -> None:
         """The multipliers of every level from the level-0 bands (once per Newton / time step)."""
         Amid, Cmid, Bmid = self.mids
-        Amid.copy_(self.A0)
-        Cmid.copy_(self.C0)
-        Bmid.copy_(self.b0)
+        _copy(Amid, self.A0)  # the x-lines' bands are transposed views
+        _copy(Cmid, self.C0)
+        _copy(Bmid, self.b0)
         if self.periodic:
             bf, bl = self.b_ends
             self.b_first.copy_(bf)
